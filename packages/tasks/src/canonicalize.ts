@@ -38,7 +38,8 @@ export function canonicalBytes(value: unknown): Uint8Array {
 const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 function writeString(text: string, path: string, out: string[]): void {
-  if (loneSurrogate.test(text)) throw new CanonicalJsonError("the string contains a lone UTF-16 surrogate", path);
+  if (loneSurrogate.test(text))
+    throw new CanonicalJsonError("the string contains a lone UTF-16 surrogate", path);
   // ECMAScript's JSON.stringify escapes exactly what RFC 8785 §3.2.2.2 prescribes.
   out.push(JSON.stringify(text));
 }
@@ -77,7 +78,10 @@ function write(value: unknown, path: string, out: string[], ancestors: Set<objec
   } else {
     const proto = Object.getPrototypeOf(value);
     if (proto !== Object.prototype && proto !== null) {
-      throw new CanonicalJsonError(`a ${proto?.constructor?.name ?? "non-plain"} object is not a JSON value`, path);
+      throw new CanonicalJsonError(
+        `a ${proto?.constructor?.name ?? "non-plain"} object is not a JSON value`,
+        path,
+      );
     }
     const record = value as Record<string, unknown>;
     // Default sort compares UTF-16 code units, the order RFC 8785 §3.2.3 requires.

@@ -1,9 +1,9 @@
 import { z } from "zod";
+import { jsonObjectSchema as jsonObject } from "./json.js";
 import { ModelRefError, parseModelRef } from "./modelRef.js";
 import { parseWith } from "./taskArgsError.js";
 
 const nonEmptyString = z.string().min(1);
-const jsonObject = z.record(z.string(), z.json());
 
 /** Standard base64 (RFC 4648 §4 alphabet, padded), the form the original gpt-task accepts for images. */
 const standardBase64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
@@ -21,7 +21,10 @@ export const imageContentBlockSchema = z.strictObject({
 });
 
 /** A part of a message's content. */
-export const contentBlockSchema = z.discriminatedUnion("type", [textContentBlockSchema, imageContentBlockSchema]);
+export const contentBlockSchema = z.discriminatedUnion("type", [
+  textContentBlockSchema,
+  imageContentBlockSchema,
+]);
 
 /** Roles a message may have. */
 export const MESSAGE_ROLES = ["system", "user", "assistant", "tool"] as const;
@@ -85,7 +88,10 @@ export const gptTaskArgsSchema = z.strictObject({
   template_args: jsonObject.nullable().default(null),
   seed: z.int().min(0).max(0xffff_ffff).default(0),
   dtype: z.enum(DTYPES).default("auto"),
-  quantize_bits: z.union([z.literal(4), z.literal(8)]).nullable().default(null),
+  quantize_bits: z
+    .union([z.literal(4), z.literal(8)])
+    .nullable()
+    .default(null),
 });
 
 /** GPT task arguments after parsing (defaults filled in). */
@@ -142,12 +148,15 @@ export const GENERATION_DEFAULTS: Readonly<ResolvedGenerationConfig> = Object.fr
 });
 
 /** Applies {@link GENERATION_DEFAULTS} to a task's `generation_config`. */
-export function resolveGenerationConfig(config: GptGenerationConfig | null | undefined): ResolvedGenerationConfig {
+export function resolveGenerationConfig(
+  config: GptGenerationConfig | null | undefined,
+): ResolvedGenerationConfig {
   const resolved: ResolvedGenerationConfig = { ...GENERATION_DEFAULTS, stop_strings: [] };
   if (!config) return resolved;
   for (const key of Object.keys(config) as (keyof GptGenerationConfig)[]) {
     const value = config[key];
-    if (value !== undefined) (resolved as Record<string, unknown>)[key] = Array.isArray(value) ? [...value] : value;
+    if (value !== undefined)
+      (resolved as Record<string, unknown>)[key] = Array.isArray(value) ? [...value] : value;
   }
   return resolved;
 }

@@ -26,6 +26,7 @@ export {
   textContentBlockSchema,
 } from "./gpt.js";
 export { gptResultHash, taskHash } from "./hash.js";
+export { type JsonObject, type JsonValue, jsonObjectSchema } from "./json.js";
 export {
   type FileModelRef,
   formatModelRef,

@@ -61,7 +61,10 @@ function parseHubName(ref: string, name: string, what: "owner" | "repository"): 
 
 function parseQuantization(ref: string, tag: string): GgufQuantizationType {
   if (!isGgufQuantizationType(tag)) {
-    throw new ModelRefError(ref, `${JSON.stringify(tag)} is not a GGUF quantization type (such as Q4_0 or Q8_0)`);
+    throw new ModelRefError(
+      ref,
+      `${JSON.stringify(tag)} is not a GGUF quantization type (such as Q4_0 or Q8_0)`,
+    );
   }
   return tag.toUpperCase() as GgufQuantizationType;
 }
@@ -70,7 +73,8 @@ function parseFileRef(ref: string, rest: string): FileModelRef {
   let path = rest;
   if (rest.startsWith("//")) {
     // file:///abs/path (a URL with an empty host); percent-escapes are decoded.
-    if (!rest.startsWith("///")) throw new ModelRefError(ref, "a file URL must have an empty host (file:///path)");
+    if (!rest.startsWith("///"))
+      throw new ModelRefError(ref, "a file URL must have an empty host (file:///path)");
     try {
       path = decodeURIComponent(rest.slice(2));
     } catch {
@@ -104,11 +108,21 @@ function parseHfRef(ref: string, rest: string, explicitScheme: boolean): HfModel
     tail = revEnd < 0 ? "" : tail.slice(revEnd);
   }
   if (tail.startsWith(":")) {
-    return { kind: "hf", owner, repo, revision, file: undefined, quantization: parseQuantization(ref, tail.slice(1)) };
+    return {
+      kind: "hf",
+      owner,
+      repo,
+      revision,
+      file: undefined,
+      quantization: parseQuantization(ref, tail.slice(1)),
+    };
   }
   if (tail.startsWith("/")) {
     if (!explicitScheme) {
-      throw new ModelRefError(ref, "a file inside a repository needs the hf: scheme (hf:owner/repo/file.gguf)");
+      throw new ModelRefError(
+        ref,
+        "a file inside a repository needs the hf: scheme (hf:owner/repo/file.gguf)",
+      );
     }
     const file = tail.slice(1);
     const parts = file.split("/");

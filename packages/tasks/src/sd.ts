@@ -61,7 +61,10 @@ const leresArgs = { thr_a: z.int().default(0), thr_b: z.int().default(0) };
 
 /** ControlNet image preprocessors, by `method`, with their optional `args`. */
 export const sdPreprocessSchema = z.discriminatedUnion("method", [
-  withArgs("canny", { low_threshold: z.int().min(0).max(255).default(100), high_threshold: z.int().min(0).max(255).default(200) }),
+  withArgs("canny", {
+    low_threshold: z.int().min(0).max(255).default(100),
+    high_threshold: z.int().min(0).max(255).default(200),
+  }),
   noArgs("scribble_hed"),
   noArgs("scribble_hedsafe"),
   noArgs("softedge_hedsafe"),
@@ -83,8 +86,15 @@ export const sdPreprocessSchema = z.discriminatedUnion("method", [
   withArgs("depth_zoe", { gamma_corrected: z.boolean().default(false) }),
   withArgs("depth_leres", leresArgs),
   withArgs("depth_leres++", leresArgs),
-  withArgs("shuffle", { h: z.int().nullable().default(null), w: z.int().nullable().default(null), f: z.int().nullable().default(null) }),
-  withArgs("mediapipe_face", { max_faces: z.int().min(1).default(1), min_confidence: percentSchema.default(50) }),
+  withArgs("shuffle", {
+    h: z.int().nullable().default(null),
+    w: z.int().nullable().default(null),
+    f: z.int().nullable().default(null),
+  }),
+  withArgs("mediapipe_face", {
+    max_faces: z.int().min(1).default(1),
+    min_confidence: percentSchema.default(50),
+  }),
 ]);
 
 /** Data URL of a PNG/JPEG/... image, as ControlNet takes it. */

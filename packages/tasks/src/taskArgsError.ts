@@ -57,7 +57,8 @@ export function issuesFromZod(error: z.ZodError): TaskArgsIssue[] {
   for (const issue of error.issues) {
     const path = toPath(issue.path);
     if (issue.code === "unrecognized_keys") {
-      for (const key of issue.keys) issues.push({ path: [...path, key], message: "unknown field", code: issue.code });
+      for (const key of issue.keys)
+        issues.push({ path: [...path, key], message: "unknown field", code: issue.code });
     } else {
       issues.push({ path, message: issue.message, code: issue.code });
     }
@@ -75,7 +76,9 @@ export function parseWith<S extends z.ZodType>(schema: S, subject: string, input
     try {
       value = JSON.parse(input);
     } catch (cause) {
-      throw new TaskArgsError(subject, [{ path: [], message: "not valid JSON text", code: "invalid_json" }], { cause });
+      throw new TaskArgsError(subject, [{ path: [], message: "not valid JSON text", code: "invalid_json" }], {
+        cause,
+      });
     }
   }
   let result: ReturnType<S["safeParse"]>;
@@ -83,9 +86,13 @@ export function parseWith<S extends z.ZodType>(schema: S, subject: string, input
     result = schema.safeParse(value) as ReturnType<S["safeParse"]>;
   } catch (cause) {
     // A hostile object (a throwing getter, a revoked proxy) must still end in a typed error.
-    throw new TaskArgsError(subject, [{ path: [], message: "the value could not be read", code: "invalid_type" }], {
-      cause,
-    });
+    throw new TaskArgsError(
+      subject,
+      [{ path: [], message: "the value could not be read", code: "invalid_type" }],
+      {
+        cause,
+      },
+    );
   }
   if (!result.success) throw new TaskArgsError(subject, issuesFromZod(result.error), { cause: result.error });
   return result.data as z.output<S>;

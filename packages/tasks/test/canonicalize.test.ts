@@ -16,7 +16,9 @@ describe("canonicalize: RFC 8785 examples", () => {
   });
 
   it("§3.2.4 UTF-8 bytes of the sample", () => {
-    const input = JSON.parse(String.raw`{"numbers":[333333333.33333329,1E30,4.50,2e-3,0.000000000000000000000000001],"string":"\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/","literals":[null,true,false]}`);
+    const input = JSON.parse(
+      String.raw`{"numbers":[333333333.33333329,1E30,4.50,2e-3,0.000000000000000000000000001],"string":"\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/","literals":[null,true,false]}`,
+    );
     expect(hex(canonicalBytes(input))).toBe(
       [
         "7b226c69746572616c73223a5b6e756c6c2c747275652c66616c73655d2c226e756d62657273223a5b3333",
@@ -135,7 +137,9 @@ describe("canonicalize: values that are not I-JSON", () => {
 
   it("leaves out properties whose value is undefined, like JSON.stringify", () => {
     expect(canonicalize({ b: 1, a: undefined })).toBe('{"b":1}');
-    expect(canonicalize(Object.assign(Object.create(null), { z: true, y: null }))).toBe('{"y":null,"z":true}');
+    expect(canonicalize(Object.assign(Object.create(null), { z: true, y: null }))).toBe(
+      '{"y":null,"z":true}',
+    );
   });
 });
 
