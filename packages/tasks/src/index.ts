@@ -1,4 +1,14 @@
 export { CanonicalJsonError, canonicalBytes, canonicalize } from "./canonicalize.js";
+export {
+  type ChatTemplateContentBlock,
+  ChatTemplateError,
+  type ChatTemplateErrorKind,
+  type ChatTemplateImageBlock,
+  type ChatTemplateMessage,
+  type ChatTemplateTextBlock,
+  type RenderChatTemplateParameters,
+  renderChatTemplate,
+} from "./chatTemplate.js";
 export { CrynuxError, type CrynuxErrorParameters } from "./errors.js";
 export {
   type ContentBlock,
@@ -35,6 +45,15 @@ export {
   ModelRefError,
   parseModelRef,
 } from "./modelRef.js";
+export {
+  hammingDistance,
+  imagePHash,
+  PHashInputError,
+  pHashFromHex,
+  pHashToHex,
+  sdResultFromPHashes,
+  sdResultsMatch,
+} from "./phash.js";
 export {
   GGUF_QUANTIZATION_TYPES,
   type GgufQuantizationType,

@@ -15,7 +15,11 @@ export type TaskArgsIssue = {
 export function formatIssuePath(path: readonly (string | number)[]): string {
   if (path.length === 0) return "(root)";
   return path
-    .map((part, index) => (typeof part === "number" ? `[${part}]` : index === 0 ? part : `.${part}`))
+    .map((part, index) => {
+      if (typeof part === "number") return `[${part}]`;
+      if (!/^[A-Za-z_$][\w$]*$/.test(part)) return `[${JSON.stringify(part)}]`;
+      return index === 0 ? part : `.${part}`;
+    })
     .join("");
 }
 

@@ -2,7 +2,11 @@ import fc from "fast-check";
 import type { GptTaskArgsInput, SdTaskArgsInput } from "../src/index.js";
 
 /** JSON values as they arrive over the wire (JSON cannot carry -0). */
-const json = fc.jsonValue({ maxDepth: 2 }).map((value) => JSON.parse(JSON.stringify(value)) as unknown);
+const json = fc
+  .jsonValue({ maxDepth: 2 })
+  .map((value) => JSON.parse(JSON.stringify(value)) as unknown)
+  // A "__proto__" key is rejected by the schemas on purpose (see docs/tasks.md).
+  .filter((value) => !JSON.stringify(value).includes('"__proto__"'));
 const nonEmpty = fc.string({ minLength: 1, maxLength: 40 });
 const probability = fc.double({ min: 0, max: 1, noNaN: true, noDefaultInfinity: true });
 const base64 = fc

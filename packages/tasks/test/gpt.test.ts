@@ -132,6 +132,15 @@ describe("parseGptTaskArgs", () => {
     }
   });
 
+  it("formats odd keys in paths unambiguously", () => {
+    try {
+      parseGptTaskArgs({ ...minimal, template_args: { "a b": { "": Number.NaN } } });
+      expect.unreachable();
+    } catch (error) {
+      expect((error as TaskArgsError).field).toBe('template_args["a b"][""]');
+    }
+  });
+
   it("reports broken JSON text as a TaskArgsError", () => {
     expect(() => parseGptTaskArgs("{nope")).toThrow(TaskArgsError);
   });
