@@ -270,6 +270,8 @@ function toJsonData(value: unknown, path: string): unknown {
     }
     const copy: Record<string, unknown> = {};
     for (const [key, item] of Object.entries(value)) {
+      // Assigning "__proto__" would replace the copy's prototype instead of adding the field.
+      if (key === "__proto__") throw new Error(`${path} has a "__proto__" key, which is not allowed.`);
       if (item !== undefined) copy[key] = toJsonData(item, `${path}.${key}`);
     }
     return copy;
