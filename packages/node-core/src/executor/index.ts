@@ -15,6 +15,7 @@ export {
   type GptExecutionResult,
   type GptExecutor,
 } from "./gptExecutor.js";
+export { type CreateModelResolverParameters, createModelResolver } from "./modelResolver.js";
 export {
   DEFAULT_EXECUTION_PROFILE,
   type ExecutionProfile,
