@@ -88,7 +88,7 @@ describe("GptExecutor", () => {
         messages: args.messages as never,
         bosToken: tokens.bos,
         eosToken: tokens.eos,
-        templateArgs: args.template_args,
+        templateArgs: { date_string: "1 Jan 2026" },
       });
       expect(await executor.renderPrompt({ ...args, model: `file:${name}` })).toBe(expected);
     }

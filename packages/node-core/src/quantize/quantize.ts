@@ -1,7 +1,5 @@
-import { createHash, randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
 import { NodeCoreError, type NodeCoreErrorParameters } from "../errors.js";
 import { type GgufFile, readGguf, readTensorData } from "../gguf/reader.js";
 import { GgmlType, type GgufTensorInfo, type GgufValue, ggmlTypeName, LlamaFileType } from "../gguf/types.js";
