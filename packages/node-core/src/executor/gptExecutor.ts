@@ -62,7 +62,12 @@ export type GptExecutionResult = {
   timings: {
     resolveMs: number;
     loadMs: number;
+    /** Whole generation, all choices. */
     generateMs: number;
+    /** Time to the first token of each choice (prompt processing), summed. */
+    prefillMs: number;
+    /** Time after the first token of each choice, summed. */
+    decodeMs: number;
     promptTokens: number;
     completionTokens: number;
   };
@@ -151,6 +156,8 @@ export async function createGptExecutor(parameters: CreateGptExecutorParameters)
           const startGenerate = performance.now();
           const choices: GptResponse["choices"] = [];
           let completionTokens = 0;
+          let prefillMs = 0;
+          let decodeMs = 0;
           for (let index = 0; index < config.num_return_sequences; index++) {
             const choice = await generateChoice(loaded, promptTokens, config, (args.seed + index) >>> 0, {
               ...options,
@@ -158,6 +165,8 @@ export async function createGptExecutor(parameters: CreateGptExecutorParameters)
               choices: config.num_return_sequences,
             });
             completionTokens += choice.tokens;
+            prefillMs += choice.prefillMs;
+            decodeMs += choice.decodeMs;
             choices.push({
               index,
               message: { role: "assistant", content: choice.content },
@@ -182,6 +191,8 @@ export async function createGptExecutor(parameters: CreateGptExecutorParameters)
               resolveMs,
               loadMs,
               generateMs: performance.now() - startGenerate,
+              prefillMs,
+              decodeMs,
               promptTokens: promptTokens.length,
               completionTokens,
             },
@@ -271,7 +282,13 @@ function tokenizePrompt(loaded: LoadedModel, prompt: string): Token[] {
   return tokens;
 }
 
-type ChoiceResult = { content: string; finishReason: "stop" | "length"; tokens: number };
+type ChoiceResult = {
+  content: string;
+  finishReason: "stop" | "length";
+  tokens: number;
+  prefillMs: number;
+  decodeMs: number;
+};
 
 async function generateChoice(
   loaded: LoadedModel,
@@ -286,11 +303,14 @@ async function generateChoice(
   const history = (): Token[] => [...promptTokens, ...generated];
   let finishReason = "length" as "stop" | "length";
   let stopAt: number | undefined;
+  const start = performance.now();
+  let firstTokenAt: number | undefined;
 
   // Returns true when generation must stop after `token`.
   const accept = (token: Token): boolean => {
     if (options.signal?.aborted)
       throw new ExecutionAbortedError("The GPT task was aborted.", { cause: options.signal.reason });
+    firstTokenAt ??= performance.now();
     generated.push(token);
     options.onProgress?.({
       choice: options.choice,
@@ -364,5 +384,12 @@ async function generateChoice(
   const contentTokens = finishReason === "stop" && stopAt === undefined ? generated.slice(0, -1) : generated;
   let content = model.detokenize(contentTokens, false);
   if (stopAt !== undefined) content = content.slice(0, stopAt);
-  return { content: content.trim(), finishReason, tokens: generated.length };
+  const end = performance.now();
+  return {
+    content: content.trim(),
+    finishReason,
+    tokens: generated.length,
+    prefillMs: (firstTokenAt ?? end) - start,
+    decodeMs: end - (firstTokenAt ?? end),
+  };
 }
