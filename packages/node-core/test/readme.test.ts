@@ -1,27 +1,12 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { afterAll, expect, it, vi } from "vitest";
+import { afterAll, expect, it } from "vitest";
+import { readmeSnippets } from "../../../test-support/readme.js";
 
-// The README's snippet is the package's documentation: run it as a module, as a user would.
-const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8");
-const snippets = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => match[1]!);
-const dir = mkdtempSync(join(new URL("..", import.meta.url).pathname, ".readme-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const readme = readmeSnippets(new URL("../", import.meta.url));
+afterAll(readme.cleanup);
 
 it("runs the README snippet", async () => {
-  expect(snippets).toHaveLength(1);
-  const file = join(dir, "snippet.ts");
-  writeFileSync(file, snippets[0]!);
-  const logs: unknown[][] = [];
-  const spy = vi.spyOn(console, "log").mockImplementation((...args) => {
-    logs.push(args);
-  });
-  try {
-    await import(file);
-  } finally {
-    spy.mockRestore();
-  }
-  const [runtime, hash, reason] = logs[0]!;
+  expect(readme.snippets).toHaveLength(1);
+  const [runtime, hash, reason] = (await readme.run(0))[0]!;
   expect(runtime).toBe("node-llama-cpp@3.22.1/cpu/t1/b512/c4096");
   expect(hash).toMatch(/^0x[0-9a-f]{64}$/);
   expect(reason).toMatch(/^(stop|length)$/);
