@@ -1,7 +1,13 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { gptResultHash, parseGptResponse, renderChatTemplate, TaskArgsError } from "@crynux/tasks";
+import {
+  gptResultHash,
+  parseGptResponse,
+  renderChatTemplate,
+  renderFallbackPrompt,
+  TaskArgsError,
+} from "@crynux/tasks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   createGptExecutor,
@@ -16,6 +22,7 @@ import {
   metadataString,
   PromptTooLongError,
   readGguf,
+  readTensorData,
   writeGguf,
 } from "../src/index.js";
 import { generateTestModels } from "./helpers/models.js";
@@ -92,6 +99,19 @@ describe("GptExecutor", () => {
       });
       expect(await executor.renderPrompt({ ...args, model: `file:${name}` })).toBe(expected);
     }
+  });
+
+  it("renders the gpt-task fallback prompt for a model without a chat template", async () => {
+    const source = await readGguf(join(modelDir, names[0]!));
+    await writeGguf(join(modelDir, "no-template.gguf"), {
+      metadata: [...source.metadata].filter(([key]) => key !== "tokenizer.chat_template"),
+      tensors: source.tensors.map((tensor) => ({ ...tensor, data: () => readTensorData(source, tensor) })),
+    });
+    const args = task("no-template.gguf", { generation_config: { max_new_tokens: 4 } });
+    const prompt = await executor.renderPrompt(args);
+    expect(prompt).toBe(renderFallbackPrompt(args.messages as never));
+    expect(prompt).toBe("You are a test model.\nTell me a story about the sea.");
+    expect((await executor.execute(args)).response.choices).toHaveLength(1);
   });
 
   it("stops at EOS with finish_reason stop, and at max_new_tokens with length", async () => {

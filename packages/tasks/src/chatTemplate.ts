@@ -239,7 +239,7 @@ function toTemplateMessage(message: ChatTemplateMessage, index: number): unknown
  * Flattens block-list content as the original gpt-task's `content_to_text` does: text blocks contribute
  * their text, image blocks `"<image>"`, other blocks nothing; the pieces are joined with nothing between.
  */
-function contentToText(blocks: readonly unknown[]): string {
+export function contentToText(blocks: readonly unknown[]): string {
   let text = "";
   for (const block of blocks) {
     if (block === null || typeof block !== "object") continue;
@@ -292,4 +292,19 @@ function range(start: number, stop?: number, step = 1): number[] {
   if (step > 0) for (let i = first; i < end; i += step) result.push(i);
   else for (let i = first; i > end; i += step) result.push(i);
   return result;
+}
+
+/**
+ * The prompt of a model that has no chat template, as the original gpt-task's fallback renders it: each
+ * message's content as text (block lists flattened by {@link contentToText}), joined by newlines. Roles,
+ * tools and template arguments are not used.
+ */
+export function renderFallbackPrompt(messages: readonly ChatTemplateMessage[]): string {
+  return messages
+    .map((message) => {
+      const content = message.content;
+      if (typeof content === "string") return content;
+      return Array.isArray(content) ? contentToText(content) : "";
+    })
+    .join("\n");
 }

@@ -6,8 +6,10 @@ export {
   type ChatTemplateImageBlock,
   type ChatTemplateMessage,
   type ChatTemplateTextBlock,
+  contentToText,
   type RenderChatTemplateParameters,
   renderChatTemplate,
+  renderFallbackPrompt,
 } from "./chatTemplate.js";
 export { CrynuxError, type CrynuxErrorParameters } from "./errors.js";
 export {

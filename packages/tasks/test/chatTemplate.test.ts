@@ -23,7 +23,12 @@
  */
 import { readFileSync } from "node:fs";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { ChatTemplateError, type ChatTemplateMessage, renderChatTemplate } from "../src/chatTemplate.js";
+import {
+  ChatTemplateError,
+  type ChatTemplateMessage,
+  renderChatTemplate,
+  renderFallbackPrompt,
+} from "../src/chatTemplate.js";
 
 function fixture(name: string): string {
   return readFileSync(new URL(`./fixtures/chat-templates/${name}.jinja`, import.meta.url), "utf8");
@@ -714,5 +719,23 @@ describe("renderChatTemplate: errors and determinism", () => {
     }
     expect(renderChatTemplate(parameters)).toBe(first);
     expect(renderChatTemplate(parameters)).toBe(first);
+  });
+});
+
+describe("renderFallbackPrompt", () => {
+  it("joins the contents by newlines, flattening parts like the template path", () => {
+    expect(
+      renderFallbackPrompt([
+        { role: "system", content: "Be brief." },
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "Look: " },
+            { type: "image", base64: "AAAA" },
+          ],
+        },
+        { role: "assistant", content: null },
+      ]),
+    ).toBe("Be brief.\nLook: <image>\n");
   });
 });

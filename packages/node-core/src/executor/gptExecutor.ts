@@ -7,6 +7,7 @@ import {
   parseGptTaskArgs,
   type ResolvedGenerationConfig,
   renderChatTemplate,
+  renderFallbackPrompt,
   resolveGenerationConfig,
 } from "@crynux/tasks";
 import { getLlama, type Llama, LlamaLogLevel, type Token } from "node-llama-cpp";
@@ -235,15 +236,7 @@ export async function createGptExecutor(parameters: CreateGptExecutorParameters)
  */
 function renderPrompt(loaded: LoadedModel, args: GptTaskArgs): string {
   const tokens = loaded.model.tokens;
-  if (loaded.chatTemplate === undefined) {
-    return args.messages
-      .map((message) =>
-        typeof message.content === "string"
-          ? message.content
-          : (message.content ?? []).map((block) => (block.type === "text" ? block.text : "<image>")).join(""),
-      )
-      .join("\n");
-  }
+  if (!loaded.chatTemplate) return renderFallbackPrompt(args.messages);
   try {
     return renderChatTemplate({
       template: loaded.chatTemplate,
