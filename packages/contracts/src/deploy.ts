@@ -140,3 +140,13 @@ export function taskCommitment(result: Hex, nonce: Hex): Hex {
   if (size(nonce) !== 32) throw new RangeError(`the nonce must be 32 bytes, got ${size(nonce)}`);
   return keccak256(concat([result, nonce]));
 }
+
+/**
+ * A gas limit for calls whose cost depends on the random node selection (`createTask`, and `join`,
+ * `resume`, disclosures and uploads that may start a queued task): the estimate plus 25 %. The draw —
+ * seeded from `block.prevrandao` — differs between `eth_estimateGas` and the mined block, so an estimate
+ * used as is can fall short; unused gas is not charged.
+ */
+export function withSelectionGasMargin(estimate: bigint): bigint {
+  return estimate + estimate / 4n;
+}

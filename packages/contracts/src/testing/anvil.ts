@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
-import { createServer, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import path from "node:path";
 import {
   type Account,
@@ -143,19 +143,6 @@ function installExitHooks(): void {
   }
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error("no port assigned"))));
-    });
-  });
-}
-
 // Deriving an account runs PBKDF2 over the mnemonic (~40 ms); the dev accounts are the same in every instance.
 const accountCache = new Map<number, HDAccount>();
 function devAccount(index: number): HDAccount {
@@ -244,61 +231,57 @@ export async function startAnvil(options: StartAnvilOptions = {}): Promise<Anvil
   const binary = options.binary ?? anvilBinaryPath();
   installExitHooks();
 
-  const maxAttempts = 5;
-  let started: { launched: Launch; port: number; rpcUrl: string } | undefined;
-  for (let attempt = 1; !started; attempt++) {
-    const port = await freePort();
-    const rpcUrl = `http://127.0.0.1:${port}`;
-    const commandLine = [
-      "--host",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--chain-id",
-      String(chainId),
-      "--accounts",
-      String(accountCount),
-      "--balance",
-      String(balanceEther),
-      "--hardfork",
-      hardfork,
-      ...(blockTime === undefined ? [] : ["--block-time", String(blockTime)]),
-      "--silent",
-      ...args,
-    ];
-    const launched = launch(binary, commandLine);
-    let exitCode: number | null | undefined;
-    void launched.exited.then((code) => {
-      exitCode = code;
-    });
-    const deadline = Date.now() + startTimeoutMs;
-    let answeredChainId: number | undefined;
-    while (exitCode === undefined && Date.now() < deadline) {
-      answeredChainId = await rpcChainId(rpcUrl);
+  // anvil binds an ephemeral port itself (`--port 0`) and prints it: no window in which another process
+  // could take a port chosen here, and no chance of talking to somebody else's node on that port.
+  const commandLine = [
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "0",
+    "--chain-id",
+    String(chainId),
+    "--accounts",
+    String(accountCount),
+    "--balance",
+    String(balanceEther),
+    "--hardfork",
+    hardfork,
+    ...(blockTime === undefined ? [] : ["--block-time", String(blockTime)]),
+    ...args,
+  ];
+  const launched = launch(binary, commandLine);
+  let exitCode: number | null | undefined;
+  void launched.exited.then((code) => {
+    exitCode = code;
+  });
+  const deadline = Date.now() + startTimeoutMs;
+  let port: number | undefined;
+  let answeredChainId: number | undefined;
+  while (exitCode === undefined && Date.now() < deadline) {
+    port ??= Number(/Listening on 127\.0\.0\.1:(\d+)/.exec(launched.output())?.[1]) || undefined;
+    if (port !== undefined) {
+      answeredChainId = await rpcChainId(`http://127.0.0.1:${port}`);
       if (answeredChainId !== undefined) break;
-      await sleep(25);
     }
-    if (answeredChainId === chainId && exitCode === undefined) {
-      started = { launched, port, rpcUrl };
-      break;
-    }
+    await sleep(25);
+  }
+  if (port === undefined || answeredChainId !== chainId || exitCode !== undefined) {
     await stopChild(launched.child, launched.exited);
     const output = launched.output().trim();
-    // Another process may take the port between freePort() and anvil's bind: try another one.
-    if (/address (already )?in use/i.test(output) && attempt < maxAttempts) continue;
     const what =
       exitCode !== undefined
-        ? `anvil exited (code ${exitCode}) before answering on ${rpcUrl}`
-        : answeredChainId !== undefined
-          ? `a node answered on ${rpcUrl} with chain id ${answeredChainId}, not the anvil started with ${chainId}`
-          : `anvil did not answer eth_chainId on ${rpcUrl} within ${startTimeoutMs} ms`;
+        ? `anvil exited (code ${exitCode}) before answering`
+        : port === undefined
+          ? `anvil did not report its port within ${startTimeoutMs} ms`
+          : answeredChainId !== undefined
+            ? `anvil answered with chain id ${answeredChainId}, not ${chainId}`
+            : `anvil did not answer eth_chainId on port ${port} within ${startTimeoutMs} ms`;
     throw new AnvilError(
       what,
       [`command: ${binary} ${commandLine.join(" ")}`, output ? `output:\n${output}` : "no output"].join("\n"),
     );
   }
-
-  const { launched, port, rpcUrl } = started;
+  const rpcUrl = `http://127.0.0.1:${port}`;
   const { child } = launched;
   // A forgotten stop() must not keep the process alive: the 'exit' hook kills anvil instead.
   child.unref();
