@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, wri
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import solc from "solc";
+import { ContractsError } from "../src/errors.js";
 
 /** The only compiler release this project builds with; a different `solc` package fails the build. */
 export const SOLC_VERSION = "0.8.30";
@@ -65,16 +66,8 @@ type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string
 type AbiItem = { [key: string]: JsonValue };
 
 /** Thrown when solc reports errors, when the compiler is not the pinned one, or when outputs collide. */
-export class SolidityCompileError extends Error {
+export class SolidityCompileError extends ContractsError {
   override name = "SolidityCompileError";
-  readonly shortMessage: string;
-  readonly details: string | undefined;
-
-  constructor(shortMessage: string, details?: string) {
-    super(details ? `${shortMessage}\n\n${details}` : shortMessage);
-    this.shortMessage = shortMessage;
-    this.details = details;
-  }
 }
 
 type SolcOutput = {

@@ -1,5 +1,6 @@
 import { type Chain, defineChain } from "viem";
 import { z } from "zod";
+import { ContractsError } from "./errors.js";
 
 /** The native currency of every Crynux chain. */
 export const crynuxNativeCurrency = { name: "Crynux", symbol: "CNX", decimals: 18 } as const;
@@ -33,14 +34,11 @@ export const crynuxChainConfigSchema = z.object({
 export type CrynuxChainConfig = z.input<typeof crynuxChainConfigSchema>;
 
 /** Thrown by {@link defineCrynuxChain} when the configuration is invalid. */
-export class InvalidChainConfigError extends Error {
+export class InvalidChainConfigError extends ContractsError {
   override name = "InvalidChainConfigError";
-  readonly shortMessage = "Invalid Crynux chain configuration";
-  readonly details: string;
 
   constructor(details: string, options?: { cause?: unknown }) {
-    super(`Invalid Crynux chain configuration\n\n${details}`, options);
-    this.details = details;
+    super("Invalid Crynux chain configuration", details, options);
   }
 }
 

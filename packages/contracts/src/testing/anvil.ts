@@ -20,6 +20,7 @@ import {
 } from "viem";
 import { type HDAccount, mnemonicToAccount } from "viem/accounts";
 import { defineCrynuxChain } from "../chains.js";
+import { ContractsError } from "../errors.js";
 
 /** The mnemonic anvil derives its dev accounts from (`m/44'/60'/0'/0/i`). */
 export const ANVIL_MNEMONIC = "test test test test test test test test test test test junk";
@@ -65,16 +66,8 @@ export type AnvilInstance = {
 };
 
 /** Thrown when anvil cannot be found or does not start. */
-export class AnvilError extends Error {
+export class AnvilError extends ContractsError {
   override name = "AnvilError";
-  readonly shortMessage: string;
-  readonly details: string | undefined;
-
-  constructor(shortMessage: string, details?: string, options?: { cause?: unknown }) {
-    super(details ? `${shortMessage}\n\n${details}` : shortMessage, options);
-    this.shortMessage = shortMessage;
-    this.details = details;
-  }
 }
 
 const ARCH: Partial<Record<NodeJS.Architecture, string>> = { x64: "amd64", arm64: "arm64" };
