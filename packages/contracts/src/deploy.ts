@@ -49,8 +49,10 @@ export type CrynuxDeployment = {
   treasury: Address;
 };
 
-type AnyWalletClient = WalletClient<Transport, Chain | undefined, Account>;
-type AnyPublicClient = PublicClient<Transport, Chain | undefined>;
+/** A viem wallet client with an account: the deployer and owner of the contracts. */
+export type DeployWalletClient = WalletClient<Transport, Chain | undefined, Account>;
+/** A viem public client of the same chain. */
+export type DeployPublicClient = PublicClient<Transport, Chain | undefined>;
 
 /**
  * Deploys the Crynux contracts (QOS, NetworkStats, TaskQueue, Node, Task and, unless given, a Treasury),
@@ -58,8 +60,8 @@ type AnyPublicClient = PublicClient<Transport, Chain | undefined>;
  * for every receipt. The wallet's account becomes the owner of every contract.
  */
 export async function deployCrynux(
-  walletClient: AnyWalletClient,
-  publicClient: AnyPublicClient,
+  walletClient: DeployWalletClient,
+  publicClient: DeployPublicClient,
   options: DeployCrynuxOptions = {},
 ): Promise<CrynuxDeployment> {
   const account = walletClient.account;
