@@ -1,13 +1,6 @@
-import { defineConfig } from "tsup";
+import { libraryConfig } from "../../tsup.config.base.js";
 
-export default defineConfig({
-  entry: ["src/index.ts", "src/testing/index.ts", "src/testing/vitest.ts"],
-  // Only the testing/vitest entry imports vitest; it is the test runner's, never bundled.
+// Only the testing/vitest entry imports vitest; it is the test runner's, never bundled.
+export default libraryConfig(["src/index.ts", "src/testing/index.ts", "src/testing/vitest.ts"], {
   external: ["vitest"],
-  format: ["esm"],
-  dts: true,
-  sourcemap: true,
-  clean: true,
-  target: "es2022",
-  treeshake: true,
 });

@@ -1,11 +1,3 @@
-import { defineConfig } from "tsup";
+import { libraryConfig } from "../../tsup.config.base.js";
 
-export default defineConfig({
-  entry: ["src/index.ts"],
-  format: ["esm"],
-  dts: true,
-  sourcemap: true,
-  clean: true,
-  target: "es2022",
-  treeshake: true,
-});
+export default libraryConfig(["src/index.ts"]);
