@@ -10,9 +10,10 @@ interface INode {
         external
         returns (bool ok, address[3] memory selected);
 
-    /// Frees a node at the end of its task. `record` = false leaves its QoS untouched.
+    /// Frees a node at the end of its task. `record` = false leaves its QoS untouched. `absent` = the node never
+    /// committed although its partners did: it pays the absence penalty from its stake and is paused.
     /// Returns whether the node became AVAILABLE, with its vram and the available count of its group.
-    function finishTask(address node, uint256 score, bool record)
+    function finishTask(address node, uint256 score, bool record, bool absent)
         external
         returns (bool available, uint256 vram, uint256 groupAvailable);
 

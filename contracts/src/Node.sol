@@ -50,6 +50,8 @@ contract Node is Ownable, INode {
     bytes32[] private activeGroups;
 
     uint256 public stakeAmount = 400 ether;
+    /// Taken from the stake of a node that misses a task's commit deadline (sent to the treasury).
+    uint256 public absencePenalty = 40 ether;
     address public treasury;
     /// Sum of the stakes of all joined nodes.
     uint256 public totalStaked;
@@ -68,6 +70,8 @@ contract Node is Ownable, INode {
     event NodeQuit(address indexed node, uint256 stakeReturned);
     event NodeKickedOut(address indexed node);
     event NodeSlashed(address indexed node, uint256 stake, address treasury);
+    event NodePenalized(address indexed node, uint256 amount, address treasury);
+    event AbsencePenaltyUpdated(uint256 amount);
     event StakeAmountUpdated(uint256 amount);
     event TreasuryUpdated(address treasury);
     event PaymentDeferred(address indexed to, uint256 amount);
@@ -104,6 +108,14 @@ contract Node is Ownable, INode {
         if (amount == 0 || amount > type(uint96).max) revert ValueTooLarge();
         stakeAmount = amount;
         emit StakeAmountUpdated(amount);
+    }
+
+    /// The part of its stake a node loses when it misses a commit deadline (0 disables the penalty; it is
+    /// still paused and scores 0).
+    function setAbsencePenalty(uint256 amount) external onlyOwner {
+        if (amount > type(uint96).max) revert ValueTooLarge();
+        absencePenalty = amount;
+        emit AbsencePenaltyUpdated(amount);
     }
 
     function setTreasury(address treasury_) external onlyOwner {
@@ -209,7 +221,7 @@ contract Node is Ownable, INode {
         if (ok) stats.updateNodes(0, -3, 3);
     }
 
-    function finishTask(address node, uint256 score, bool record)
+    function finishTask(address node, uint256 score, bool record, bool absent)
         external
         onlyTask
         returns (bool available, uint256 vram, uint256 groupAvailable)
@@ -217,9 +229,11 @@ contract Node is Ownable, INode {
         NodeInfo storage n = nodes[node];
         uint8 s = n.status;
         if (s != BUSY && s != PENDING_PAUSE && s != PENDING_QUIT) revert IllegalNodeStatus(s);
+        if (absent) _penalize(node, n);
         uint256 w = n.weight;
         bool kick;
         if (record) (kick, w) = qos.recordTask(node, score);
+        if (n.stake == 0) kick = true; // penalties took the whole stake
         if (kick) {
             qos.resetRecent(node);
             stats.updateNodes(-1, 0, -1);
@@ -229,14 +243,15 @@ contract Node is Ownable, INode {
         }
         n.taskId = 0;
         n.weight = uint8(w);
-        if (s == BUSY) {
+        if (s == BUSY && !absent) {
             bytes32 key = nodeGroup[node];
             n.status = AVAILABLE;
             _addAvailable(node, key, w);
             stats.updateNodes(0, 1, -1);
             return (true, n.vram, groups[key].count);
         }
-        if (s == PENDING_PAUSE) {
+        if (s != PENDING_QUIT) {
+            // an absent node is evidently not running: it is not selected again until it resumes
             n.status = PAUSED;
             stats.updateNodes(0, 0, -1);
             emit NodeStatusChanged(node, PAUSED);
@@ -472,6 +487,18 @@ contract Node is Ownable, INode {
     }
 
     // ------------------------------------------------------------------ leaving and payments
+
+    /// Moves the absence penalty (at most the whole stake) from the node's stake to the treasury.
+    function _penalize(address node, NodeInfo storage n) private {
+        uint256 stake = n.stake;
+        uint256 amount = absencePenalty < stake ? absencePenalty : stake;
+        if (amount == 0) return;
+        n.stake = uint96(stake - amount);
+        totalStaked -= amount;
+        address to = treasury;
+        emit NodePenalized(node, amount, to);
+        _send(to, amount);
+    }
 
     /// Removes a node that is not indexed as available and returns its stake.
     function _leave(address node) private {

@@ -12,6 +12,10 @@ import {INode, ITask, INetworkStats, ITaskQueue} from "./Interfaces.sol";
 /// - fee split: place scores [10, 9, 6]; share = fee * (commitPlaceScore + disclosePlaceScore) / 50; the
 ///   result node gets fee - the two other rounds' shares (the dust); a slashed node's share goes back to the
 ///   creator, as does the share of a node that never disclosed.
+/// - commit deadline: commitments are accepted until `commitDeadline` (start + commitTimeout). A node that
+///   missed it while its two partners committed is absent: the two disclose and settle 2-of-2, the absent
+///   node scores 0, pays the absence penalty (Node) and is paused, and its reserved share (a 3rd place in both
+///   rounds, 12/50) goes back to the creator. With fewer than 2 commitments the task can be cancelled at once.
 contract Task is Ownable, ITask {
     uint8 public constant TASK_TYPE_SD = 0;
     uint8 public constant TASK_TYPE_GPT = 1;
@@ -27,6 +31,7 @@ contract Task is Ownable, ITask {
     uint8 internal constant F_ERROR = 1; // disclosed the empty (error) result
     uint8 internal constant F_RELEASED = 2; // node freed (paid, slashed or cancelled)
     uint8 internal constant F_SLASHED = 4;
+    uint8 internal constant F_ABSENT = 8; // missed the commit deadline while both partners committed
 
     uint256 internal constant SCORE_LIMIT = 50;
 
@@ -46,7 +51,8 @@ contract Task is Ownable, ITask {
         uint8 discloseCount;
         uint8 resultRound;
         uint8 released;
-        uint48 deadline;
+        uint32 commitDeadline; // unix seconds
+        uint16 discloseWindow; // deadline = commitDeadline + discloseWindow
         // slot 1
         uint96 fee;
         uint96 balance; // not yet paid out or refunded
@@ -62,7 +68,8 @@ contract Task is Ownable, ITask {
 
     struct Config {
         uint48 lastTaskId;
-        uint32 timeout; // seconds
+        uint32 timeout; // seconds from start to the deadline
+        uint32 commitTimeout; // seconds from start to the commit deadline
         uint8 distanceThreshold; // SD: every 64-bit pHash must differ in fewer bits than this
         uint32 queued; // tasks in the queue
         uint32 sdOverheadMs;
@@ -74,6 +81,7 @@ contract Task is Ownable, ITask {
     Config private config = Config({
         lastTaskId: 0,
         timeout: 15 minutes,
+        commitTimeout: 10 minutes,
         distanceThreshold: 5,
         queued: 0,
         sdOverheadMs: 30_000,
@@ -125,6 +133,7 @@ contract Task is Ownable, ITask {
     event TaskNodeSuccess(uint256 indexed taskId, address indexed node, uint256 fee);
     event TaskNodeSlashed(uint256 indexed taskId, address indexed node);
     event TaskNodeCancelled(uint256 indexed taskId, address indexed node);
+    event TaskNodeAbsent(uint256 indexed taskId, address indexed node, uint8 round);
     event TaskRefunded(uint256 indexed taskId, address indexed creator, uint256 amount);
     event PaymentDeferred(address indexed to, uint256 amount);
     event ConfigUpdated();
@@ -146,6 +155,7 @@ contract Task is Ownable, ITask {
     error InvalidResult();
     error NotResultNode();
     error DeadlineNotReached();
+    error CommitDeadlinePassed();
     error Reentrancy();
     error NothingOwed();
     error TransferFailed();
@@ -168,9 +178,15 @@ contract Task is Ownable, ITask {
         stats = INetworkStats(stats_);
     }
 
-    function setTimeout(uint256 seconds_) external onlyOwner {
-        if (seconds_ == 0 || seconds_ > type(uint32).max) revert InvalidConfig();
-        config.timeout = uint32(seconds_);
+    /// Commit deadline and deadline of later tasks, in seconds after the start:
+    /// 0 < commitSeconds < totalSeconds, and totalSeconds - commitSeconds < 2^16 (the disclose window).
+    function setTimeouts(uint256 commitSeconds, uint256 totalSeconds) external onlyOwner {
+        if (
+            commitSeconds == 0 || commitSeconds >= totalSeconds || totalSeconds > type(uint32).max
+                || totalSeconds - commitSeconds > type(uint16).max
+        ) revert InvalidConfig();
+        config.commitTimeout = uint32(commitSeconds);
+        config.timeout = uint32(totalSeconds);
         emit ConfigUpdated();
     }
 
@@ -256,6 +272,7 @@ contract Task is Ownable, ITask {
         if (r.node != msg.sender) revert NotSelectedNode();
         if (r.commitPlace != 0) revert AlreadyCommitted();
         if (commitment == bytes32(0)) revert InvalidCommitment();
+        if (block.timestamp > t.commitDeadline) revert CommitDeadlinePassed();
         uint8 place = t.commitCount + 1;
         t.commitCount = place;
         r.commitPlace = place;
@@ -311,18 +328,30 @@ contract Task is Ownable, ITask {
             msg.sender != t.creator && msg.sender != t.rounds[0].node && msg.sender != t.rounds[1].node
                 && msg.sender != t.rounds[2].node
         ) revert Unauthorized();
-        if (block.timestamp <= t.deadline) revert DeadlineNotReached();
+        uint256 commitCount = t.commitCount;
+        // Before the deadline only a task that can no longer reach 2 commitments may be cancelled.
+        if (
+            block.timestamp <= _deadline(t)
+                && (block.timestamp <= t.commitDeadline || commitCount >= 2 || state != STATE_RUNNING)
+        ) revert DeadlineNotReached();
         if (state == STATE_RUNNING || state == STATE_SUCCESS) {
             t.state = STATE_ABORTED;
             emit TaskAborted(taskId, "cancelled");
         }
-        bool record = t.commitCount > 0;
+        bool record = commitCount > 0;
         _refundBalance(t, taskId);
         for (uint256 i = 0; i < 3; ++i) {
             Round memory r = t.rounds[i];
             if (r.flags & F_RELEASED != 0) continue;
-            emit TaskNodeCancelled(taskId, r.node);
-            _release(t, taskId, i, _score(r.commitPlace, r.disclosePlace), record);
+            if (record && r.commitPlace == 0) {
+                // someone could fetch the arguments and commit; this node did not
+                t.rounds[i].flags = r.flags | F_ABSENT;
+                emit TaskNodeAbsent(taskId, r.node, uint8(i));
+                _release(t, taskId, i, 0, true, true);
+            } else {
+                emit TaskNodeCancelled(taskId, r.node);
+                _release(t, taskId, i, _score(r.commitPlace, r.disclosePlace), record, false);
+            }
         }
     }
 
@@ -386,13 +415,21 @@ contract Task is Ownable, ITask {
             t.cap,
             t.fee,
             t.balance,
-            t.deadline,
+            _deadline(t),
             nodes,
             t.resultRound
         );
     }
 
-    /// commitPlace, disclosePlace (1..3, 0 = not yet) and flags (1 error, 2 released, 4 slashed) of a round.
+    /// The commit deadline and the deadline (unix seconds) of a started task; 0, 0 before it starts.
+    function getTaskDeadlines(uint256 taskId) external view returns (uint256 commitDeadline, uint256 deadline) {
+        TaskInfo storage t = tasks[taskId];
+        if (t.commitDeadline == 0) return (0, 0);
+        return (t.commitDeadline, _deadline(t));
+    }
+
+    /// commitPlace, disclosePlace (1..3, 0 = not yet) and flags (1 error, 2 released, 4 slashed, 8 absent) of a
+    /// round.
     function getRound(uint256 taskId, uint256 round)
         external
         view
@@ -414,6 +451,7 @@ contract Task is Ownable, ITask {
         view
         returns (
             uint256 timeout,
+            uint256 commitTimeout,
             uint256 distanceThreshold,
             uint256 sdOverheadMs,
             uint256 sdPerUnitMs,
@@ -422,7 +460,7 @@ contract Task is Ownable, ITask {
         )
     {
         Config memory c = config;
-        return (c.timeout, c.distanceThreshold, c.sdOverheadMs, c.sdPerUnitMs, c.gptOverheadMs, c.gptPerUnitMs);
+        return (c.timeout, c.commitTimeout, c.distanceThreshold, c.sdOverheadMs, c.sdPerUnitMs, c.gptOverheadMs, c.gptPerUnitMs);
     }
 
     function totalTasks() external view returns (uint256) {
@@ -437,7 +475,10 @@ contract Task is Ownable, ITask {
 
     function _start(TaskInfo storage t, uint256 taskId, address[3] memory selected, bytes32 dataHash) private {
         t.state = STATE_RUNNING;
-        t.deadline = uint48(block.timestamp + config.timeout);
+        Config memory c = config;
+        uint256 commitDeadline = block.timestamp + c.commitTimeout;
+        t.commitDeadline = uint32(commitDeadline); // unix seconds fit until 2106
+        t.discloseWindow = uint16(c.timeout - c.commitTimeout);
         address creator = t.creator;
         uint8 taskType = t.taskType;
         bytes32 taskHash = t.taskHash;
@@ -473,7 +514,11 @@ contract Task is Ownable, ITask {
         if (round > 2) revert InvalidRound();
         Round memory r = t.rounds[round];
         if (r.node != msg.sender) revert NotSelectedNode();
-        if (t.commitCount < 3) revert CommitmentsNotReady();
+        uint8 commitCount = t.commitCount;
+        // 3 commitments, or 2 once the commit deadline has passed (the third node is absent)
+        if (commitCount < 2 || (commitCount == 2 && block.timestamp <= t.commitDeadline)) {
+            revert CommitmentsNotReady();
+        }
         if (r.disclosePlace != 0) revert AlreadyDisclosed();
         if (keccak256(abi.encodePacked(result, nonce)) != t.words[round]) revert CommitmentMismatch();
         bool isError = result.length == 0;
@@ -492,11 +537,25 @@ contract Task is Ownable, ITask {
             if (t.taskType == TASK_TYPE_GPT) t.words[round] = bytes32(result);
             else sdResults[taskId][round] = result;
         }
+        if (commitCount == 2 && place == 1) _settleAbsent(t, taskId);
         if (place == 1) return;
 
         if (place == 2) {
             uint256 first = _roundByDisclosePlace(t, 1);
-            if (_same(t, taskId, first, result)) _agree(t, taskId, first, round, 3 - first - round);
+            if (_same(t, taskId, first, result)) {
+                _agree(t, taskId, first, round, 3 - first - round);
+            } else if (commitCount == 2) {
+                // two results that disagree and no third to decide: nobody can be blamed
+                t.state = STATE_ABORTED;
+                emit TaskAborted(taskId, "results mismatch");
+                _refundBalance(t, taskId);
+                for (uint256 i = 0; i < 3; ++i) {
+                    Round memory x = t.rounds[i];
+                    if (x.flags & F_RELEASED != 0) continue;
+                    emit TaskNodeCancelled(taskId, x.node);
+                    _release(t, taskId, i, _score(x.commitPlace, x.disclosePlace), true, false);
+                }
+            }
             return;
         }
         // place == 3
@@ -517,7 +576,7 @@ contract Task is Ownable, ITask {
                 for (uint256 i = 0; i < 3; ++i) {
                     Round memory x = t.rounds[i];
                     emit TaskNodeCancelled(taskId, x.node);
-                    _release(t, taskId, i, _score(x.commitPlace, x.disclosePlace), true);
+                    _release(t, taskId, i, _score(x.commitPlace, x.disclosePlace), true, false);
                 }
             }
         } else {
@@ -551,25 +610,26 @@ contract Task is Ownable, ITask {
         t.balance -= uint96(amount);
         totalEscrow -= amount;
         emit TaskNodeSuccess(taskId, r.node, amount);
-        _release(t, taskId, round, score, true);
+        _release(t, taskId, round, score, true, false);
         _send(r.node, amount);
     }
 
     /// Pays the result node: fee minus the shares of the two other rounds (an undisclosed round counts as
-    /// disclosing 3rd: its share is reserved and goes to it or back to the creator).
+    /// disclosing 3rd, an absent one as 3rd in both: that share is reserved and goes to it or back to the
+    /// creator).
     function _payResultNode(TaskInfo storage t, uint256 taskId, uint256 round) private {
         uint256 fee = t.fee;
         uint256 amount = fee;
         for (uint256 i = 0; i < 3; ++i) {
             if (i == round) continue;
             Round memory x = t.rounds[i];
-            amount -= fee * _score(x.commitPlace, x.disclosePlace == 0 ? 3 : x.disclosePlace) / SCORE_LIMIT;
+            amount -= fee * _reservedScore(x) / SCORE_LIMIT;
         }
         Round memory r = t.rounds[round];
         t.balance -= uint96(amount);
         totalEscrow -= amount;
         emit TaskNodeSuccess(taskId, r.node, amount);
-        _release(t, taskId, round, _score(r.commitPlace, r.disclosePlace), true);
+        _release(t, taskId, round, _score(r.commitPlace, r.disclosePlace), true, false);
         _send(r.node, amount);
     }
 
@@ -589,14 +649,42 @@ contract Task is Ownable, ITask {
         _send(creator, amount);
     }
 
-    function _release(TaskInfo storage t, uint256 taskId, uint256 round, uint256 score, bool record) private {
+    function _release(TaskInfo storage t, uint256 taskId, uint256 round, uint256 score, bool record, bool absent)
+        private
+    {
         Round storage r = t.rounds[round];
         address n = r.node;
         r.flags |= F_RELEASED;
         _noteReleased(t);
-        (bool available, uint256 vram, uint256 groupAvailable) = node.finishTask(n, score, record);
+        (bool available, uint256 vram, uint256 groupAvailable) = node.finishTask(n, score, record, absent);
         if (available) _dispatch(n, vram, groupAvailable);
         taskId;
+    }
+
+    /// The first disclosure of a task with 2 commitments: the round that never committed is absent. Its
+    /// reserved share goes back to the creator; it scores 0, is penalized and paused.
+    function _settleAbsent(TaskInfo storage t, uint256 taskId) private {
+        uint256 round = t.rounds[0].commitPlace == 0 ? 0 : (t.rounds[1].commitPlace == 0 ? 1 : 2);
+        Round storage r = t.rounds[round];
+        r.flags |= F_ABSENT;
+        address n = r.node;
+        emit TaskNodeAbsent(taskId, n, uint8(round));
+        uint256 amount = uint256(t.fee) * _reservedScore(r) / SCORE_LIMIT;
+        t.balance -= uint96(amount);
+        totalEscrow -= amount;
+        address creator = t.creator;
+        emit TaskRefunded(taskId, creator, amount);
+        _release(t, taskId, round, 0, true, true);
+        _send(creator, amount);
+    }
+
+    function _deadline(TaskInfo storage t) private view returns (uint256) {
+        return uint256(t.commitDeadline) + t.discloseWindow;
+    }
+
+    /// The score a round's share is reserved at before it is settled: missing places count as 3rd.
+    function _reservedScore(Round memory r) private pure returns (uint256) {
+        return _score(r.commitPlace == 0 ? 3 : r.commitPlace, r.disclosePlace == 0 ? 3 : r.disclosePlace);
     }
 
     function _noteReleased(TaskInfo storage t) private {

@@ -29,8 +29,15 @@ import {
 export type DeployCrynuxOptions = {
   /** Stake required to join, in wei (default 400 CNX = 400e18). */
   stake?: bigint;
-  /** Task timeout in seconds (default 900). */
+  /** Seconds from a task's start to its deadline, after which it can be cancelled (default 900). */
   timeoutSeconds?: number;
+  /**
+   * Seconds from a task's start to its commit deadline (default 600, or two thirds of `timeoutSeconds` when
+   * only that is given). Must be below `timeoutSeconds`, and the difference below 65,536.
+   */
+  commitTimeoutSeconds?: number;
+  /** Taken from the stake of a node that misses a commit deadline, in wei (default 40 CNX). */
+  absencePenalty?: bigint;
   /** Queue size limit (default 50). */
   queueSizeLimit?: number;
   /** SD pHash distance threshold: an image matches when fewer bits differ (default 5). */
@@ -109,8 +116,15 @@ export async function deployCrynux(
   await call(node, nodeAbi, "setTreasury", [treasury]);
 
   if (options.stake !== undefined) await call(node, nodeAbi, "setStakeAmount", [options.stake]);
-  if (options.timeoutSeconds !== undefined) {
-    await call(task, taskAbi, "setTimeout", [BigInt(options.timeoutSeconds)]);
+  if (options.timeoutSeconds !== undefined || options.commitTimeoutSeconds !== undefined) {
+    const total = options.timeoutSeconds ?? 900;
+    const commit =
+      options.commitTimeoutSeconds ??
+      (options.timeoutSeconds === undefined ? 600 : Math.max(1, Math.floor((total * 2) / 3)));
+    await call(task, taskAbi, "setTimeouts", [BigInt(commit), BigInt(total)]);
+  }
+  if (options.absencePenalty !== undefined) {
+    await call(node, nodeAbi, "setAbsencePenalty", [options.absencePenalty]);
   }
   if (options.queueSizeLimit !== undefined) {
     await call(taskQueue, taskQueueAbi, "setSizeLimit", [BigInt(options.queueSizeLimit)]);

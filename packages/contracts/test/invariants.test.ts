@@ -36,7 +36,8 @@ type Op =
   | { k: "join" | "pause" | "resume" | "quit"; i: number; g: number }
   | { k: "create"; who: number; type: number; fee: number; vram: number }
   | { k: "act"; pick: number; steps: number }
-  | { k: "timeout"; pick: number };
+  | { k: "timeout"; pick: number }
+  | { k: "lapse" };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   {
@@ -66,7 +67,12 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ k: fc.constant("timeout" as const), pick: fc.nat() }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant("lapse" as const) }) },
 );
+
+/** Tasks where one node never commits (it is absent): every 4th, the round taskId % 3. */
+const absentRound = (taskId: bigint): number | undefined =>
+  taskId % 4n === 3n ? Number(taskId % 3n) : undefined;
 
 async function attempt(p: Promise<unknown>): Promise<void> {
   try {
@@ -88,12 +94,16 @@ async function act(c: Crynux, taskId: bigint): Promise<void> {
     return;
   }
   if (t.state !== TaskState.RUNNING && t.state !== TaskState.UPLOADED && t.state !== TaskState.ERROR) return;
-  const uncommitted = rounds.findIndex((r) => r[1] === 0);
+  const uncommitted = rounds.findIndex((r, i) => r[1] === 0 && i !== absentRound(taskId));
   if (uncommitted >= 0) {
-    await attempt(c.commit(taskId, uncommitted, t.nodes[uncommitted]!, resultOf(taskId, uncommitted)));
-    return;
+    try {
+      await c.commit(taskId, uncommitted, t.nodes[uncommitted]!, resultOf(taskId, uncommitted));
+      return;
+    } catch {
+      // past the commit deadline: the committed nodes go on
+    }
   }
-  const undisclosed = rounds.findIndex((r) => r[2] === 0);
+  const undisclosed = rounds.findIndex((r) => r[1] !== 0 && r[2] === 0);
   if (undisclosed >= 0) {
     await attempt(c.disclose(taskId, undisclosed, t.nodes[undisclosed]!, resultOf(taskId, undisclosed)));
   }
@@ -205,12 +215,24 @@ describe("invariants over random operation sequences", () => {
               await attempt(c.tx(c.indexOf(t.creator), "task", "cancelTask", [id]));
               break;
             }
+            case "lapse":
+              // past the commit deadline of the running tasks, not their deadline
+              await c.anvil.testClient.increaseTime({ seconds: 10 * 60 + 1 });
+              await c.anvil.testClient.mine({ blocks: 1 });
+              break;
           }
         }
         await checkInvariants(c, taskIds);
         for (const id of taskIds) {
           const state = (await c.getTask(id)).state;
           seen.set(state, (seen.get(state) ?? 0) + 1);
+          for (let r = 0; r < 3; r++) {
+            const [, , , flags] = await c.read<[Address, number, number, number]>("task", "getRound", [
+              id,
+              BigInt(r),
+            ]);
+            if (flags & 8) seen.set(-2, (seen.get(-2) ?? 0) + 1);
+          }
         }
         for (const i of NODES) if ((await c.status(i)) === Status.BUSY) seen.set(-1, (seen.get(-1) ?? 0) + 1);
       }),
@@ -227,5 +249,6 @@ describe("invariants over random operation sequences", () => {
     ]) {
       expect(seen.get(state) ?? 0, `tasks ending in state ${state}`).toBeGreaterThan(0);
     }
+    expect(seen.get(-2) ?? 0, "absent nodes").toBeGreaterThan(0);
   });
 });

@@ -1,6 +1,6 @@
 import { type Address, createWalletClient, type Hex, http, keccak256, parseEther, toHex } from "viem";
 import { describe, expect, test } from "vitest";
-import { CNX, type Crynux, GPT, STAKE, Status, useCrynux } from "./helpers/crynux.js";
+import { CNX, type Crynux, GPT, PENALTY, STAKE, Status, useCrynux } from "./helpers/crynux.js";
 
 const crynux = useCrynux();
 const R: Hex = keccak256(toHex("r"));
@@ -145,7 +145,7 @@ describe("access control", () => {
     await c.join(1);
     const a = c.account(1);
     await expect(c.tx(1, "node", "selectNodes", [1n, 1, 0n, 0n, a])).rejects.toThrow(/Unauthorized/);
-    await expect(c.tx(1, "node", "finishTask", [a, 20n, true])).rejects.toThrow(/Unauthorized/);
+    await expect(c.tx(1, "node", "finishTask", [a, 20n, true, false])).rejects.toThrow(/Unauthorized/);
     await expect(c.tx(1, "node", "slash", [a])).rejects.toThrow(/Unauthorized/);
     await expect(c.tx(1, "task", "onNodeAvailable", [a, 24n, 3n])).rejects.toThrow(/Unauthorized/);
     await expect(c.tx(1, "taskQueue", "push", [1n, 1, 0n, 1n])).rejects.toThrow(/Unauthorized/);
@@ -165,7 +165,7 @@ describe("access control", () => {
     await expect(c.tx(0, "taskQueue", "setContracts", [task, node])).rejects.toThrow(/AlreadySet/);
     await expect(c.tx(0, "qos", "setNodeContract", [node])).rejects.toThrow(/AlreadySet/);
     await expect(c.tx(0, "networkStats", "setContracts", [node, task])).rejects.toThrow(/AlreadySet/);
-    await expect(c.tx(1, "task", "setTimeout", [60n])).rejects.toThrow(/NotOwner/);
+    await expect(c.tx(1, "task", "setTimeouts", [30n, 60n])).rejects.toThrow(/NotOwner/);
     await expect(c.tx(1, "taskQueue", "setSizeLimit", [1n])).rejects.toThrow(/NotOwner/);
     await expect(c.tx(1, "node", "setTreasury", [c.account(1)])).rejects.toThrow(/NotOwner/);
   });
@@ -229,7 +229,7 @@ describe("QoS", () => {
     expect(await c.read("qos", "weightOf", [m])).toBe(1n);
   });
 
-  test("a new node is kicked out after two zero-score tasks; its stake is returned", async () => {
+  test("a new node is kicked out after two zero-score tasks; its stake less the penalties is returned", async () => {
     const c = crynux();
     for (let i = 1; i <= 3; i++) await c.join(i);
     const victim = c.account(3);
@@ -238,13 +238,18 @@ describe("QoS", () => {
       for (let r = 0; r < 3; r++) if (nodes[r] !== victim) await c.commit(taskId, r, nodes[r]!, R);
       const receipt = await timeoutCancel(c, taskId);
       const kicked = c.events(receipt, "NodeKickedOut");
+      expect(c.events(receipt, "NodePenalized").map((e) => [e.args.node, e.args.amount])).toEqual([
+        [victim, PENALTY],
+      ]);
       if (k === 0) {
         expect(kicked).toHaveLength(0);
-        expect(await c.status(victim)).toBe(Status.AVAILABLE);
+        // absent: paused until it resumes
+        expect(await c.status(victim)).toBe(Status.PAUSED);
+        await c.tx(victim, "node", "resume", []);
       } else {
         expect(kicked.map((e) => e.args.node)).toEqual([victim]);
         expect(c.events(receipt, "NodeQuit").find((e) => e.args.node === victim)?.args.stakeReturned).toBe(
-          STAKE,
+          STAKE - 2n * PENALTY,
         );
       }
     }
@@ -270,14 +275,20 @@ describe("deployCrynux options and deferred payments", () => {
       timeoutSeconds: 60,
       queueSizeLimit: 9,
       distanceThreshold: 3,
+      absencePenalty: 2n * CNX,
       treasury,
     });
+    expect(await c.read("node", "absencePenalty")).toBe(2n * CNX);
     expect(c.addr.treasury).toBe(treasury);
     expect(await c.read("node", "stakeAmount")).toBe(7n * CNX);
     expect(await c.read("node", "treasury")).toBe(treasury);
     expect(await c.read("taskQueue", "sizeLimit")).toBe(9n);
-    const [timeout, threshold] = await c.read<readonly bigint[]>("task", "getConfig");
-    expect([timeout, threshold]).toEqual([60n, 3n]);
+    const [timeout, commitTimeout, threshold] = await c.read<readonly bigint[]>("task", "getConfig");
+    expect([timeout, commitTimeout, threshold]).toEqual([60n, 40n, 3n]);
+    const c2 = await Crynux.deploy(c0.anvil, { commitTimeoutSeconds: 100 });
+    expect((await c2.read<readonly bigint[]>("task", "getConfig")).slice(0, 2)).toEqual([900n, 100n]);
+    await expect(c2.tx(0, "task", "setTimeouts", [60n, 60n])).rejects.toThrow(/InvalidConfig/);
+    await expect(c2.tx(0, "task", "setTimeouts", [1n, 70_000n])).rejects.toThrow(/InvalidConfig/);
   });
 
   test("a receiver that reverts does not block the task: its payment waits for withdraw()", async () => {

@@ -116,7 +116,8 @@ const OUTCOMES = {
   last: 12, // commits and discloses last
   "commit-first-then-timeout": 10, // commits first; nobody discloses; cancelled after the deadline
   "commit-second-then-timeout": 9,
-  absent: 0, // never commits; the others do; cancelled after the deadline
+  absent: 0, // never commits; the others do; cancelled after the deadline (penalized, paused)
+  "absent-settled": 0, // never commits; the others settle 2-of-2 after the commit deadline
 } as const;
 type Outcome = keyof typeof OUTCOMES;
 
@@ -127,6 +128,8 @@ describe("kick-out", () => {
   async function runOutcome(c: Crynux, outcome: Outcome): Promise<boolean> {
     for (const i of [2, 3])
       if ((await c.status(i)) === Status.QUIT) await c.join(i, "NVIDIA GeForce RTX 4090", 24n, RUNTIME);
+    // an absent node is paused; it comes back
+    if ((await c.status(1)) === Status.PAUSED) await c.tx(1, "node", "resume", []);
     const { taskId, nodes } = await c.createTask(CREATOR, { taskType: GPT, fee: 10n * CNX, cap: 10n });
     const me = nodes.findIndex((n) => n.toLowerCase() === c.account(1).toLowerCase());
     const others = [0, 1, 2].filter((r) => r !== me);
@@ -146,6 +149,12 @@ describe("kick-out", () => {
     } else if (outcome === "absent") {
       for (const r of others) receipts.push(await commit(r));
       await timeout();
+    } else if (outcome === "absent-settled") {
+      for (const r of others) receipts.push(await commit(r));
+      await c.anvil.testClient.increaseTime({ seconds: 10 * 60 + 1 });
+      await c.anvil.testClient.mine({ blocks: 1 });
+      for (const r of others) receipts.push(await disclose(r));
+      receipts.push(await c.uploaded(taskId, others[0]!, nodes[others[0]!]!));
     } else {
       const order = outcome === "commit-first-then-timeout" ? [me, ...others] : [others[0]!, me, others[1]!];
       for (const r of order) receipts.push(await commit(r));
@@ -162,6 +171,7 @@ describe("kick-out", () => {
 
   const sequences: Outcome[][] = [
     ["absent", "absent"], // 0 + 0 + 20 (missing slot) = 20: kicked
+    ["absent-settled", "absent"], // the same
     ["absent", "commit-first-then-timeout", "commit-first-then-timeout"], // 20: kicked
     ["absent", "last", "commit-second-then-timeout"], // 21: stays
     ["last", "last", "last"], // 36: the slowest honest node stays

@@ -5,6 +5,7 @@ import {
   CNX,
   type Crynux,
   GPT,
+  PENALTY,
   placeScore,
   SD,
   STAKE,
@@ -365,7 +366,7 @@ describe("SD validation (pHash distance)", () => {
 });
 
 describe("timeout", () => {
-  test("cancel after the deadline: unpaid balance back, non-submitters score 0, nodes freed", async () => {
+  test("cancel after the deadline: unpaid balance back, the absent node scores 0, pays and is paused", async () => {
     const c = crynux();
     await join3(c);
     const fee = 50n * CNX;
@@ -379,13 +380,21 @@ describe("timeout", () => {
     const receipt = await c.tx(nodes[2]!, "task", "cancelTask", [taskId]);
     expect(c.events(receipt, "TaskAborted")[0]!.args.reason).toBe("cancelled");
     expect(c.events(receipt, "TaskRefunded")[0]!.args.amount).toBe(fee);
-    expect(c.events(receipt, "TaskNodeCancelled")).toHaveLength(3);
-    for (const n of nodes) expect(await c.status(n)).toBe(Status.AVAILABLE);
+    expect(c.events(receipt, "TaskNodeCancelled").map((e) => e.args.node)).toEqual([nodes[0], nodes[1]]);
+    expect(c.events(receipt, "TaskNodeAbsent").map((e) => e.args.node)).toEqual([nodes[2]]);
+    expect(c.events(receipt, "NodePenalized")[0]!.args.amount).toBe(PENALTY);
+    expect(await c.status(nodes[0]!)).toBe(Status.AVAILABLE);
+    expect(await c.status(nodes[1]!)).toBe(Status.AVAILABLE);
+    expect(await c.status(nodes[2]!)).toBe(Status.PAUSED);
+    expect((await c.nodeInfo(nodes[2]!)).stake).toBe(STAKE - PENALTY);
+    expect(await c.balance(c.addr.treasury)).toBe(PENALTY);
     const [ring0] = await c.read<[readonly bigint[]]>("qos", "getScore", [nodes[0]]);
     const [ring2] = await c.read<[readonly bigint[]]>("qos", "getScore", [nodes[2]]);
     expect(ring0[0]).toBe(10n);
     expect(ring2[0]).toBe(0n);
     expect((await c.stats()).runningTasks).toBe(0);
+    const s = await c.checkSolvency();
+    expect(s.nodeOk && s.taskOk).toBe(true);
   });
 
   test("cancel after success without upload: the third's reserved share and the result node's share go back", async () => {
@@ -416,5 +425,171 @@ describe("timeout", () => {
     ]);
     expect(recentCount).toBe(0n);
     expect(count).toBe(0n);
+  });
+});
+
+describe("commit deadline (a node that never commits)", () => {
+  const COMMIT_WINDOW = 10 * 60;
+
+  async function pastCommitDeadline(c: Crynux) {
+    await c.anvil.testClient.increaseTime({ seconds: COMMIT_WINDOW + 1 });
+    await c.anvil.testClient.mine({ blocks: 1 });
+  }
+
+  test("deadlines are readable; a late commitment is refused", async () => {
+    const c = crynux();
+    await join3(c);
+    const { taskId, nodes, receipt } = await c.createTask(CREATOR);
+    const block = await c.anvil.publicClient.getBlock({ blockNumber: receipt.blockNumber });
+    const [commitDeadline, deadline] = await c.read<[bigint, bigint]>("task", "getTaskDeadlines", [taskId]);
+    expect(commitDeadline).toBe(block.timestamp + 600n);
+    expect(deadline).toBe(block.timestamp + 900n);
+    expect((await c.read<readonly unknown[]>("task", "getTask", [taskId]))[8]).toBe(deadline);
+    await pastCommitDeadline(c);
+    await expect(c.commit(taskId, 0, nodes[0]!, R1)).rejects.toThrow(/CommitDeadlinePassed/);
+  });
+
+  test("2 committed: after the commit deadline they disclose and settle 2-of-2; the absent node pays", async () => {
+    const c = crynux();
+    await join3(c);
+    const fee = 50n * CNX;
+    const { taskId, nodes } = await c.createTask(CREATOR, { fee });
+    await c.commit(taskId, 2, nodes[2]!, R1);
+    await c.commit(taskId, 0, nodes[0]!, R1);
+    await expect(c.disclose(taskId, 2, nodes[2]!, R1)).rejects.toThrow(/CommitmentsNotReady/);
+    await pastCommitDeadline(c);
+    const creatorBefore = await c.balance(c.account(CREATOR));
+    const first = await c.disclose(taskId, 0, nodes[0]!, R1);
+    expect(c.events(first, "TaskNodeAbsent").map((e) => [e.args.node, e.args.round])).toEqual([
+      [nodes[1], 1],
+    ]);
+    expect(c.events(first, "NodePenalized")[0]!.args.amount).toBe(PENALTY);
+    const reserved = (fee * 12n) / 50n;
+    expect(c.events(first, "TaskRefunded")[0]!.args.amount).toBe(reserved);
+    expect(await c.status(nodes[1]!)).toBe(Status.PAUSED);
+    await expect(c.disclose(taskId, 1, nodes[1]!, R1)).rejects.toThrow(/CommitmentMismatch/);
+    const second = await c.disclose(taskId, 2, nodes[2]!, R1);
+    const success = c.events(second, "TaskSuccess")[0]!;
+    expect(success.args.resultNode).toBe(nodes[0]);
+    // round 2: commit 1st (10) + disclose 2nd (9)
+    expect(c.events(second, "TaskNodeSuccess")[0]!.args.fee).toBe((fee * 19n) / 50n);
+    const upload = await c.uploaded(taskId, 0, nodes[0]!);
+    // round 0: commit 2nd, disclose 1st; gets the rest
+    expect(c.events(upload, "TaskNodeSuccess")[0]!.args.fee).toBe(fee - (fee * 19n) / 50n - reserved);
+    expect(await c.balance(c.account(CREATOR))).toBe(creatorBefore + reserved);
+    const task = await c.read<readonly unknown[]>("task", "getTask", [taskId]);
+    expect(task[2]).toBe(TaskState.UPLOADED);
+    expect(task[7]).toBe(0n);
+    const [ring1] = await c.read<[readonly bigint[]]>("qos", "getScore", [nodes[1]]);
+    expect(ring1[0]).toBe(0n);
+    for (const r of [0, 2]) expect(await c.status(nodes[r]!)).toBe(Status.AVAILABLE);
+    const s = await c.checkSolvency();
+    expect(s.nodeOk && s.taskOk).toBe(true);
+  });
+
+  test("the fee split of a 2-of-2 task equals feeShares with the absent round", async () => {
+    const { feeShares } = await import("@crynux/pricing");
+    const c = crynux();
+    await join3(c);
+    const fee = 7n * CNX + 13n;
+    const { taskId, nodes } = await c.createTask(CREATOR, { fee });
+    await c.commit(taskId, 1, nodes[1]!, R1);
+    await c.commit(taskId, 2, nodes[2]!, R1);
+    await pastCommitDeadline(c);
+    const paid: bigint[] = [0n, 0n, 0n];
+    let refunded = 0n;
+    const receipts = [await c.disclose(taskId, 2, nodes[2]!, R1), await c.disclose(taskId, 1, nodes[1]!, R1)];
+    receipts.push(await c.uploaded(taskId, 2, nodes[2]!));
+    for (const receipt of receipts) {
+      for (const e of c.events(receipt, "TaskNodeSuccess"))
+        paid[nodes.indexOf(e.args.node as Address)]! += e.args.fee as bigint;
+      for (const e of c.events(receipt, "TaskRefunded")) refunded += e.args.amount as bigint;
+    }
+    const expected = feeShares({ fee, commitOrder: [1, 2], discloseOrder: [2, 1], absentRound: 0 });
+    expect(paid).toEqual(expected.shares);
+    expect(refunded).toBe(expected.refund);
+    expect(expected.scores).toEqual([0, 19, 19]);
+  });
+
+  test("2 committed and they disagree: aborted and refunded, nobody slashed, the absent node pays", async () => {
+    const c = crynux();
+    await join3(c);
+    const fee = 50n * CNX;
+    const { taskId, nodes } = await c.createTask(CREATOR, { fee });
+    await c.commit(taskId, 0, nodes[0]!, R1);
+    await c.commit(taskId, 1, nodes[1]!, R2);
+    await pastCommitDeadline(c);
+    await c.disclose(taskId, 0, nodes[0]!, R1);
+    const second = await c.disclose(taskId, 1, nodes[1]!, R2);
+    expect(c.events(second, "TaskAborted")[0]!.args.reason).toBe("results mismatch");
+    expect(c.events(second, "TaskNodeSlashed")).toHaveLength(0);
+    expect(c.events(second, "TaskRefunded")[0]!.args.amount).toBe(fee - (fee * 12n) / 50n);
+    for (const r of [0, 1]) expect(await c.status(nodes[r]!)).toBe(Status.AVAILABLE);
+    expect(await c.status(nodes[2]!)).toBe(Status.PAUSED);
+    const s = await c.checkSolvency();
+    expect(s.nodeOk && s.taskOk).toBe(true);
+  });
+
+  test("2 committed, both report an error: error outcome, reporters paid", async () => {
+    const c = crynux();
+    await join3(c);
+    const fee = 50n * CNX;
+    const { taskId, nodes } = await c.createTask(CREATOR, { fee });
+    const nonce0 = keccak256(toHex("e0"));
+    const nonce2 = keccak256(toHex("e2"));
+    await c.tx(nodes[0]!, "task", "submitCommitment", [taskId, 0n, taskCommitment("0x", nonce0)]);
+    await c.tx(nodes[2]!, "task", "submitCommitment", [taskId, 2n, taskCommitment("0x", nonce2)]);
+    await pastCommitDeadline(c);
+    await c.tx(nodes[0]!, "task", "reportTaskError", [taskId, 0n, nonce0]);
+    const second = await c.tx(nodes[2]!, "task", "reportTaskError", [taskId, 2n, nonce2]);
+    expect(c.events(second, "TaskAborted")[0]!.args.reason).toBe("task error");
+    const task = await c.read<readonly unknown[]>("task", "getTask", [taskId]);
+    expect(task[2]).toBe(TaskState.ERROR);
+    expect(task[7]).toBe(0n);
+    const s = await c.checkSolvency();
+    expect(s.nodeOk && s.taskOk).toBe(true);
+  });
+
+  test("fewer than 2 commitments: cancellable right after the commit deadline; absent nodes pay", async () => {
+    const c = crynux();
+    await join3(c);
+    const fee = 50n * CNX;
+    const { taskId, nodes } = await c.createTask(CREATOR, { fee });
+    await c.commit(taskId, 1, nodes[1]!, R1);
+    await expect(c.tx(CREATOR, "task", "cancelTask", [taskId])).rejects.toThrow(/DeadlineNotReached/);
+    await pastCommitDeadline(c);
+    const receipt = await c.tx(CREATOR, "task", "cancelTask", [taskId]);
+    expect(c.events(receipt, "TaskRefunded")[0]!.args.amount).toBe(fee);
+    expect(c.events(receipt, "TaskNodeAbsent").map((e) => e.args.node)).toEqual([nodes[0], nodes[2]]);
+    expect(await c.status(nodes[1]!)).toBe(Status.AVAILABLE);
+    const s = await c.checkSolvency();
+    expect(s.nodeOk && s.taskOk).toBe(true);
+  });
+
+  test("nobody committed: cancellable after the commit deadline, nobody penalized", async () => {
+    const c = crynux();
+    await join3(c);
+    const { taskId, nodes } = await c.createTask(CREATOR);
+    await pastCommitDeadline(c);
+    const receipt = await c.tx(CREATOR, "task", "cancelTask", [taskId]);
+    expect(c.events(receipt, "TaskNodeAbsent")).toHaveLength(0);
+    expect(c.events(receipt, "NodePenalized")).toHaveLength(0);
+    for (const n of nodes) expect(await c.status(n)).toBe(Status.AVAILABLE);
+  });
+
+  test("a node whose stake is used up by penalties is removed", async () => {
+    const c = crynux();
+    await c.tx(0, "node", "setAbsencePenalty", [STAKE]);
+    await join3(c);
+    const { taskId, nodes } = await c.createTask(CREATOR);
+    await c.commit(taskId, 0, nodes[0]!, R1);
+    await c.commit(taskId, 1, nodes[1]!, R1);
+    await pastCommitDeadline(c);
+    const receipt = await c.disclose(taskId, 0, nodes[0]!, R1);
+    expect(c.events(receipt, "NodePenalized")[0]!.args.amount).toBe(STAKE);
+    expect(c.events(receipt, "NodeKickedOut").map((e) => e.args.node)).toEqual([nodes[2]]);
+    expect(await c.status(nodes[2]!)).toBe(Status.QUIT);
+    const s = await c.checkSolvency();
+    expect(s.nodeOk && s.taskOk).toBe(true);
   });
 });

@@ -171,6 +171,30 @@ describe("fee split", () => {
       PricingInputError,
     );
   });
+
+  it("settles 2-of-2 with an absent round: it scores 0 and its reserved 12/50 go back to the creator", () => {
+    const split = feeShares({ fee: 1000n, commitOrder: [0, 2], discloseOrder: [2, 0], absentRound: 1 });
+    // r0: commit 1st + disclose 2nd = 19; r2: 9 + 10 = 19 (result node, gets the rest); r1 absent: 0
+    expect(split.scores).toEqual([19, 0, 19]);
+    expect(split.refund).toBe(240n);
+    expect(split.shares).toEqual([380n, 0n, 380n]);
+    for (const fee of [0n, 1n, 49n, 12_345_678_901n]) {
+      for (const absentRound of [0, 1, 2]) {
+        const present = [0, 1, 2].filter((r) => r !== absentRound);
+        for (const discloseOrder of [present, [...present].reverse()]) {
+          const { shares, refund } = feeShares({ fee, commitOrder: present, discloseOrder, absentRound });
+          expect(shares[0] + shares[1] + shares[2] + refund).toBe(fee);
+          expect(refund).toBe((fee * 12n) / 50n);
+        }
+      }
+    }
+    expect(() =>
+      feeShares({ fee: 1n, commitOrder: [0, 1, 2], discloseOrder: [0, 2], absentRound: 1 }),
+    ).toThrow(PricingInputError);
+    expect(() =>
+      feeShares({ fee: 1n, commitOrder: [0, 2], discloseOrder: [0, 2], absentRound: 1, slashedRounds: [2] }),
+    ).toThrow(PricingInputError);
+  });
 });
 
 describe("QoS", () => {

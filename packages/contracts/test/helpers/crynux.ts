@@ -30,6 +30,8 @@ export const SD = 0;
 export const GPT = 1;
 export const CNX = 10n ** 18n;
 export const STAKE = 400n * CNX;
+/** The default absence penalty (a node that misses the commit deadline). */
+export const PENALTY = 40n * CNX;
 
 export const Status = {
   QUIT: 0,
