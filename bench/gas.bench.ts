@@ -6,7 +6,7 @@ import { deployCrynux, nodeAbi, taskAbi, taskCommitment, withSelectionGasMargin 
 import { startAnvil } from "@crynux/contracts/testing";
 import { type Abi, type Hex, keccak256, parseEther, parseEventLogs, toHex } from "viem";
 
-const anvil = await startAnvil({ accounts: 8, balanceEther: 1_000_000 });
+const anvil = await startAnvil({ accounts: 80, balanceEther: 1_000_000 });
 try {
   const addresses = await deployCrynux(anvil.walletClient(0), anvil.publicClient, { queueSizeLimit: 1100 });
   const send = async (
@@ -110,6 +110,48 @@ try {
   const total = full.reduce((sum, [, gas]) => sum + gas, 0n);
   rows.push(["full successful GPT task (8 transactions)", total]);
 
+  // createTask (starts at once) as the number of node groups grows: selection walks the groups that have an
+  // available node (at most maxGroups, 64 by default). Group 0 has the 3 nodes a GPT task needs; every other
+  // group has one node. Each measurement runs on a snapshot that is reverted afterwards.
+  const grouped = await deployCrynux(anvil.walletClient(0), anvil.publicClient);
+  const byGroups = new Map<number, { gpt: bigint; sd: bigint }>();
+  let groupsJoined = 0;
+  let account = 8;
+  for (const target of [1, 8, 32, 64]) {
+    while (groupsJoined < target) {
+      const members = groupsJoined === 0 ? 3 : 1;
+      for (let k = 0; k < members; k++) {
+        await send(
+          account++,
+          grouped.node,
+          nodeAbi,
+          "join",
+          [`GPU ${groupsJoined}`, 24n, "rt"],
+          parseEther("400"),
+        );
+      }
+      groupsJoined++;
+    }
+    const measure = async (taskType: number) => {
+      const snapshot = await anvil.testClient.snapshot();
+      const receipt = await send(
+        4,
+        grouped.task,
+        taskAbi,
+        "createTask",
+        [taskType, keccak256(toHex(`g${target}-${taskType}`)), keccak256(toHex("d")), 0n, 1n],
+        parseEther("1"),
+      );
+      await anvil.testClient.revert({ id: snapshot });
+      return receipt.gasUsed;
+    };
+    byGroups.set(target, { gpt: await measure(1), sd: await measure(0) });
+  }
+  for (const [groups, { gpt, sd }] of byGroups) {
+    rows.push([`createTask (starts at once) with ${groups} node group${groups === 1 ? "" : "s"}: GPT`, gpt]);
+    rows.push([`createTask (starts at once) with ${groups} node group${groups === 1 ? "" : "s"}: SD`, sd]);
+  }
+
   const lines = ["### gas (anvil, gasUsed from receipts)", "", "| call | gas |", "|---|---:|"];
   for (const [what, gas] of rows) lines.push(`| ${what} | ${gas.toLocaleString("en-US")} |`);
   console.log(lines.join("\n"));
@@ -119,6 +161,11 @@ try {
   const g = (n: number) => Number(queuedAt.get(n)!);
   console.log(
     `Queued createTask growth: +${g(10) - g(1)} gas from 1 to 10 queued, +${g(100) - g(10)} from 10 to 100, +${g(1000) - g(100)} from 100 to 1,000 (O(log n): about equal steps per 10×; ~3.3 heap levels each).\n`,
+  );
+  const per = (x: "gpt" | "sd") =>
+    Math.round(Number(byGroups.get(64)![x] - byGroups.get(1)![x]) / 63).toLocaleString("en-US");
+  console.log(
+    `createTask grows by ~${per("gpt")} gas (GPT) / ~${per("sd")} gas (SD) per node group with an available node; maxGroups (64 by default) bounds it.\n`,
   );
 } finally {
   await anvil.stop();

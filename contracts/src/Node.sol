@@ -8,8 +8,8 @@ import {INode, ITask, IQOS, INetworkStats} from "./Interfaces.sol";
 /// @notice Group key = keccak256(abi.encode(string gpuName, uint256 gpuVram, string runtimeId)) (standard ABI
 /// encoding, not packed, so that no two different triples share a key). Only AVAILABLE nodes are indexed, per
 /// group, in an array with O(1) add/remove (swap and pop); the groups that have at least one available node are
-/// kept in a list with O(1) add/remove. Selection walks that list of groups (bounded by the number of distinct
-/// card models, not by the number of nodes) and then samples inside a group by rejection sampling on the
+/// kept in a list with O(1) add/remove. Selection walks that list of groups (at most `maxGroups`, not the
+/// number of nodes) and then samples inside a group by rejection sampling on the
 /// QoS weight, so no hot path loops over nodes.
 contract Node is Ownable, INode {
     uint8 public constant QUIT = 0;
@@ -40,6 +40,7 @@ contract Node is Ownable, INode {
         uint32 count; // available nodes
         uint32 activeSlot; // index + 1 in activeGroups, 0 when the group has no available node
         uint64 weightSum; // sum of the weights of its available nodes
+        uint32 joined; // nodes of the group that have not quit (any status)
     }
 
     mapping(address => NodeInfo) private nodes;
@@ -50,6 +51,11 @@ contract Node is Ownable, INode {
     bytes32[] private activeGroups;
 
     uint256 public stakeAmount = 400 ether;
+    /// Most groups (gpuName, gpuVram, runtimeId) with joined nodes: selection walks the groups that have an
+    /// available node, so this bounds the gas of createTask.
+    uint256 public maxGroups = 64;
+    /// Groups with at least one joined node.
+    uint256 public groupCount;
     /// Taken from the stake of a node that misses a task's commit deadline (sent to the treasury).
     uint256 public absencePenalty = 40 ether;
     address public treasury;
@@ -72,6 +78,7 @@ contract Node is Ownable, INode {
     event NodeSlashed(address indexed node, uint256 stake, address treasury);
     event NodePenalized(address indexed node, uint256 amount, address treasury);
     event AbsencePenaltyUpdated(uint256 amount);
+    event MaxGroupsUpdated(uint256 maxGroups);
     event StakeAmountUpdated(uint256 amount);
     event TreasuryUpdated(address treasury);
     event PaymentDeferred(address indexed to, uint256 amount);
@@ -83,6 +90,7 @@ contract Node is Ownable, INode {
     error NothingOwed();
     error TransferFailed();
     error ValueTooLarge();
+    error TooManyGroups(uint256 maxGroups);
 
     constructor() {
         treasury = msg.sender;
@@ -118,6 +126,13 @@ contract Node is Ownable, INode {
         emit AbsencePenaltyUpdated(amount);
     }
 
+    /// Later joins that would open a new group beyond this many are refused (existing groups are kept).
+    function setMaxGroups(uint256 maxGroups_) external onlyOwner {
+        if (maxGroups_ == 0) revert ValueTooLarge();
+        maxGroups = maxGroups_;
+        emit MaxGroupsUpdated(maxGroups_);
+    }
+
     function setTreasury(address treasury_) external onlyOwner {
         if (treasury_ == address(0)) revert ZeroAddress();
         treasury = treasury_;
@@ -137,6 +152,11 @@ contract Node is Ownable, INode {
         if (nodeGroup[msg.sender] != key) nodeGroup[msg.sender] = key;
         Group storage g = groups[key];
         if (g.vram == 0) g.vram = uint64(gpuVram);
+        if (g.joined == 0) {
+            if (groupCount >= maxGroups) revert TooManyGroups(maxGroups);
+            groupCount += 1;
+        }
+        g.joined += 1;
         uint256 w = qos.weightOf(msg.sender);
         n.status = AVAILABLE;
         n.weight = uint8(w);
@@ -271,6 +291,7 @@ contract Node is Ownable, INode {
         qos.resetRecent(node);
         totalStaked -= amount;
         delete nodes[node];
+        _unjoin(node);
         stats.updateNodes(-1, 0, -1);
         address to = treasury;
         emit NodeSlashed(node, amount, to);
@@ -505,8 +526,16 @@ contract Node is Ownable, INode {
         uint256 amount = nodes[node].stake;
         totalStaked -= amount;
         delete nodes[node];
+        _unjoin(node);
         emit NodeQuit(node, amount);
         _send(node, amount);
+    }
+
+    function _unjoin(address node) private {
+        Group storage g = groups[nodeGroup[node]];
+        uint32 joined = g.joined - 1;
+        g.joined = joined;
+        if (joined == 0) groupCount -= 1;
     }
 
     /// Pushes a payment with a bounded gas stipend; if the receiver reverts the amount is kept for withdraw().

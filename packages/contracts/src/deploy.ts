@@ -38,6 +38,8 @@ export type DeployCrynuxOptions = {
   commitTimeoutSeconds?: number;
   /** Taken from the stake of a node that misses a commit deadline, in wei (default 40 CNX). */
   absencePenalty?: bigint;
+  /** Most node groups (gpuName, gpuVram, runtimeId) with joined nodes (default 64); bounds createTask's gas. */
+  maxGroups?: number;
   /** Queue size limit (default 50). */
   queueSizeLimit?: number;
   /** SD pHash distance threshold: an image matches when fewer bits differ (default 5). */
@@ -122,6 +124,9 @@ export async function deployCrynux(
       options.commitTimeoutSeconds ??
       (options.timeoutSeconds === undefined ? 600 : Math.max(1, Math.floor((total * 2) / 3)));
     await call(task, taskAbi, "setTimeouts", [BigInt(commit), BigInt(total)]);
+  }
+  if (options.maxGroups !== undefined) {
+    await call(node, nodeAbi, "setMaxGroups", [BigInt(options.maxGroups)]);
   }
   if (options.absencePenalty !== undefined) {
     await call(node, nodeAbi, "setAbsencePenalty", [options.absencePenalty]);

@@ -265,6 +265,26 @@ describe("QoS", () => {
   });
 });
 
+describe("group cap", () => {
+  test("a join that would open a group beyond maxGroups is refused; a group that empties frees its place", async () => {
+    const c = crynux();
+    await c.tx(0, "node", "setMaxGroups", [2n]);
+    await c.join(1, "A", 24n, "rt");
+    await c.join(2, "B", 24n, "rt");
+    await expect(c.join(3, "C", 24n, "rt")).rejects.toThrow(/TooManyGroups/);
+    await c.join(3, "A", 24n, "rt"); // an existing group is always open
+    expect(await c.read("node", "groupCount")).toBe(2n);
+    await c.tx(2, "node", "pause", []);
+    // a paused node still holds its group's place
+    await expect(c.join(4, "C", 24n, "rt")).rejects.toThrow(/TooManyGroups/);
+    await c.tx(2, "node", "quit", []);
+    expect(await c.read("node", "groupCount")).toBe(1n);
+    await c.join(4, "C", 24n, "rt");
+    expect(await c.read("node", "groupCount")).toBe(2n);
+    await expect(c.tx(1, "node", "setMaxGroups", [5n])).rejects.toThrow(/NotOwner/);
+  });
+});
+
 describe("deployCrynux options and deferred payments", () => {
   test("options are applied; the treasury may be any address", async () => {
     const c0 = crynux();

@@ -12,11 +12,11 @@ export const contractsBuildInfo = {
     viaIR: false,
     evmVersion: "cancun",
   },
-  inputHash: "396e08467de01cae1aad9fc327f3a61ed6a87d6545649ba59757af04f0dd26c5",
+  inputHash: "0356164f118eee505edd4f0467740dfb74c901ccfca0a7e394bcb4ca0e101b4d",
   sources: {
     "contracts/src/Interfaces.sol": "4e9b7c2f1f8f334edde44ee29b1753defa89219409534581fae42316232f4f5b",
     "contracts/src/NetworkStats.sol": "c24bc29efc683889f66102b71dc55694c5e0b4e698df060e0005bce4cfde1cc7",
-    "contracts/src/Node.sol": "6cd5ff0d72738cacf60e2d7f1cc5b10ba80695526f259930c43a779b358442cb",
+    "contracts/src/Node.sol": "612466467a12c07340393ddb4c48887ef86f28936c7b972f31f501b6b1c3d606",
     "contracts/src/Ownable.sol": "b526e7816f1ae0065b4eacf371d755e04ebc02735225ad1cc0390c6af5f0a39b",
     "contracts/src/QOS.sol": "69a3e2712c98131712b054b153e0e551a1545c4ff4d3bf613cc727f886e88c7f",
     "contracts/src/Task.sol": "5a9302862f627899e7818714c0c7224b59c3bf03787d79218a7bf17533c0acb6",
