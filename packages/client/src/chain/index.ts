@@ -1,0 +1,15 @@
+export {
+  ChainFollowerError,
+  type FollowedBatch,
+  type FollowedBlock,
+  type FollowedLog,
+  type FollowedReorg,
+  type FollowerCursor,
+  type FollowerCursorJson,
+  type FollowLogsParameters,
+  type FollowLogsPollResult,
+  followerCursorToJson,
+  followLogs,
+  type LogFollower,
+  parseFollowerCursor,
+} from "./followLogs.js";

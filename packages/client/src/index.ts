@@ -1,0 +1,3 @@
+export * from "./chain/index.js";
+export * from "./errors.js";
+export * from "./relay/index.js";

@@ -1,0 +1,3 @@
+import { libraryConfig } from "../../tsup.config.base.js";
+
+export default libraryConfig(["src/index.ts"]);
