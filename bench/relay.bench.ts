@@ -14,13 +14,13 @@ import { deployCrynux, nodeAbi, taskAbi, taskCommitment, withSelectionGasMargin 
 import { startAnvil } from "@crynux/contracts/testing";
 import {
   canonicalize,
+  encodePng,
   type GptResponse,
   gptResultHash,
   imagePHash,
   sdResultFromPHashes,
   taskHash,
 } from "@crynux/tasks";
-import { PNG } from "pngjs";
 import {
   type Abi,
   type Address,
@@ -294,9 +294,7 @@ try {
       seed = (seed * 1103515245 + 12345) >>> 0;
       pixels[i] = i % 4 === 3 ? 255 : seed >>> 24;
     }
-    const png = new PNG({ width: side, height: side });
-    png.data = Buffer.from(pixels);
-    const image = new Uint8Array(PNG.sync.write(png));
+    const image = encodePng(pixels, side, side);
     const sdArgs = { base_model: "stabilityai/sdxl-turbo", prompt: "noise", task_config: { num_images: 1 } };
     const sd = await createTask(0, taskHash(sdArgs));
     const resultNode = await succeed(
@@ -306,7 +304,7 @@ try {
     );
     await waitIndexed();
     const form = new FormData();
-    form.append("0", new Blob([image], { type: "image/png" }), "0.png");
+    form.append("0", new Blob([image as Uint8Array<ArrayBuffer>], { type: "image/png" }), "0.png");
     const encoded = new Response(form);
     const contentType = encoded.headers.get("content-type")!;
     const body = new Uint8Array(await encoded.arrayBuffer());

@@ -20,7 +20,6 @@ export {
 } from "./config.js";
 export * from "./errors.js";
 export { createTaskIndexer, type TaskIndexer, type TaskIndexerParameters } from "./indexer.js";
-export { hasPngSignature, pngPHash } from "./png.js";
 export {
   createRateLimiter,
   type RateLimitConfig,

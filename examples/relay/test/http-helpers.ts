@@ -1,7 +1,6 @@
 import { deployCrynux, nodeAbi, taskAbi, taskCommitment, withSelectionGasMargin } from "@crynux/contracts";
 import type { AnvilInstance } from "@crynux/contracts/testing";
-import { imagePHash, sdResultFromPHashes } from "@crynux/tasks";
-import { PNG } from "pngjs";
+import { encodePng, imagePHash, sdResultFromPHashes } from "@crynux/tasks";
 import {
   type Abi,
   type Address,
@@ -29,12 +28,7 @@ export function picture(width: number, height: number, seed: number): Uint8Array
   return pixels;
 }
 
-/** PNG file bytes of an RGBA picture (pngjs, the decoder the relay uses as well). */
-export function encodePng(pixels: Uint8Array, width: number, height: number): Uint8Array {
-  const png = new PNG({ width, height });
-  png.data = Buffer.from(pixels);
-  return new Uint8Array(PNG.sync.write(png));
-}
+export { encodePng };
 
 /** PNG images and the SD result (concatenated pHashes) a node would disclose for them. */
 export function sdImages(count: number, seed: number, side = 96): { images: Uint8Array[]; result: Hex } {

@@ -3,4 +3,5 @@ export * from "./executor/index.js";
 export * from "./gguf/index.js";
 export * from "./models/index.js";
 export * from "./quantize/index.js";
+export * from "./sd/index.js";
 export * from "./testModels/index.js";

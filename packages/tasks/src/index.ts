@@ -57,6 +57,16 @@ export {
   sdResultsMatch,
 } from "./phash.js";
 export {
+  decodePng,
+  encodePng,
+  MAX_PNG_BYTES,
+  PngDecodeError,
+  type PngDecodeErrorReason,
+  PngEncodeError,
+  pngPHash,
+  type RgbaImage,
+} from "./png.js";
+export {
   GGUF_QUANTIZATION_TYPES,
   type GgufQuantizationType,
   isGgufQuantizationType,

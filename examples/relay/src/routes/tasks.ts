@@ -2,10 +2,12 @@ import {
   canonicalBytes,
   canonicalize,
   gptResultHash,
+  PngDecodeError,
   parseGptResponse,
   parseGptTaskArgs,
   parseSdTaskArgs,
   pHashToHex,
+  pngPHash,
   TaskArgsError,
   TaskType,
   taskHash,
@@ -14,7 +16,6 @@ import type { Context, Hono } from "hono";
 import { type Hex, isAddressEqual } from "viem";
 import type { RelayContext, RelayEnv } from "../app.js";
 import { RelayError } from "../errors.js";
-import { pngPHash } from "../png.js";
 import type { BlobStore, IndexedTask, StoredResults } from "../store/types.js";
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -275,10 +276,17 @@ async function acceptSdImages(
     images.push(new Uint8Array(await file.arrayBuffer()));
   }
   for (const [index, bytes] of images.entries()) {
-    const hashed = pngPHash(bytes);
-    if (!hashed.ok) throw invalidResult(`Image ${index}: ${hashed.reason}.`, String(index));
+    let pHash: bigint;
+    try {
+      pHash = pngPHash(bytes);
+    } catch (error) {
+      if (error instanceof PngDecodeError) {
+        throw invalidResult(`Image ${index}: ${error.shortMessage}`, String(index));
+      }
+      throw error;
+    }
     const expectedHash = `0x${onChain.slice(2 + index * 16, 2 + (index + 1) * 16).toLowerCase()}`;
-    const actual = pHashToHex(hashed.pHash);
+    const actual = pHashToHex(pHash);
     if (actual !== expectedHash) {
       throw new RelayError(`Image ${index} does not match the task's on-chain result.`, {
         code: "result_mismatch",

@@ -1,0 +1,50 @@
+import { nodeAbi } from "@crynux/contracts";
+import { type Address, type Hex, zeroHash } from "viem";
+import { readContract } from "viem/actions";
+import { type CrynuxBaseClient, NODE_STATUSES, type NodeStatusName } from "./types.js";
+
+export type GetNodeInfoParameters = { address: Address; blockNumber?: bigint | undefined };
+
+export type GetNodeInfoReturnType = {
+  address: Address;
+  status: NodeStatusName;
+  /** The on-chain number of `status` (0 QUIT … 5 PAUSED). */
+  statusCode: number;
+  /** `groupKey(gpuName, gpuVram, runtimeId)`; `null` for a node that is not joined. */
+  groupKey: Hex | null;
+  gpuVram: bigint;
+  /** Stake held, in wei. */
+  stake: bigint;
+  /** QoS selection weight (1…20). */
+  weight: number;
+  /** The task the node is bound to, `null` when none. */
+  taskId: bigint | null;
+};
+
+export type GetNodeInfoErrorType = never;
+
+/** Reads a node from the Node contract; a node that never joined reads as `quit`. */
+export async function getNodeInfo(
+  client: CrynuxBaseClient,
+  { address, blockNumber }: GetNodeInfoParameters,
+): Promise<GetNodeInfoReturnType> {
+  const [statusCode, groupKey, gpuVram, stake, weight, taskId] = await readContract(client.publicClient, {
+    address: client.contracts.node,
+    abi: nodeAbi,
+    functionName: "getNodeInfo",
+    args: [address],
+    ...(blockNumber === undefined ? {} : { blockNumber }),
+  });
+  const status = NODE_STATUSES[statusCode];
+  if (status === undefined) throw new RangeError(`Unknown node status ${statusCode}.`);
+  return {
+    address,
+    status,
+    statusCode,
+    groupKey: groupKey === zeroHash ? null : groupKey,
+    gpuVram,
+    stake,
+    weight: Number(weight),
+    taskId: taskId === 0n ? null : taskId,
+  };
+}

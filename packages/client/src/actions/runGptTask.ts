@@ -1,0 +1,27 @@
+import { type GptTaskArgsInput, TaskType } from "@crynux/tasks";
+import { TaskResultMismatchError } from "../errors.js";
+import { type RunTaskErrorType, type RunTaskOptions, type RunTaskReturnType, runTask } from "./runTask.js";
+import type { CrynuxBaseClient } from "./types.js";
+
+export type RunGptTaskParameters = RunTaskOptions & { args: GptTaskArgsInput };
+
+export type RunGptTaskReturnType = Extract<RunTaskReturnType, { taskType: 1 }>;
+
+export type RunGptTaskErrorType = RunTaskErrorType;
+
+/**
+ * Runs a GPT task end to end (`runTask`) and returns the response, checked against the on-chain result.
+ * @throws {InvalidTaskArgsError} before any transaction, for arguments the nodes would refuse.
+ * @throws {TaskAbortedError} when the task ends without a result.
+ */
+export async function runGptTask(
+  client: CrynuxBaseClient,
+  { args, ...options }: RunGptTaskParameters,
+): Promise<RunGptTaskReturnType> {
+  const result = await runTask(client, { taskType: TaskType.GPT, args, ...options });
+  if (result.taskType !== 1)
+    throw new TaskResultMismatchError(result.taskId, {
+      details: "The relay returned images for a GPT task.",
+    });
+  return result;
+}
