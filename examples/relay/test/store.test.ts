@@ -264,6 +264,12 @@ describe.each(["PGlite", "node-postgres"] as const)("store over %s", (backend) =
       expect(await store.loadCursor()).toEqual(cursorAt(15n));
     });
 
+    test("events are ordered by block number, not by its decimal text (95 before 122)", async () => {
+      const events = [queued(1n, 95n), ...started(1n, 99n), success(1n, 122n), uploaded(1n, 1001n)];
+      for (const e of events) await store.applyTaskEvents([e], cursorAt(e.blockNumber));
+      expect(await store.getTask(1n)).toMatchObject({ state: "uploaded", updatedBlock: 1001n });
+    });
+
     test("events applied over several batches give the same tasks as one batch", async () => {
       const events = [queued(1n, 10n), ...started(1n, 11n), success(1n, 12n), uploaded(1n, 13n)];
       for (const e of events) await store.applyTaskEvents([e], cursorAt(e.blockNumber));

@@ -336,7 +336,7 @@ async function rederive(tx: SqlQueryable, taskIds: Iterable<string>): Promise<vo
   for (const id of taskIds) {
     const { rows } = await tx.query<EventRow>(
       `SELECT event_name, args::text AS args, block_number::text AS block_number, log_index
-       FROM task_events WHERE task_id = $1::numeric ORDER BY block_number, log_index`,
+       FROM task_events WHERE task_id = $1::numeric ORDER BY task_events.block_number, task_events.log_index`,
       [id],
     );
     const task = deriveTask(

@@ -1,0 +1,267 @@
+import { nodeAbi, qosAbi, taskAbi, withSelectionGasMargin } from "@crynux/contracts";
+import {
+  type Abi,
+  type Account,
+  type Address,
+  BaseError,
+  type Chain,
+  ContractFunctionRevertedError,
+  encodeFunctionData,
+  type Hex,
+  InsufficientFundsError,
+  keccak256,
+  NonceTooHighError,
+  NonceTooLowError,
+  type PublicClient,
+  type TransactionReceipt,
+  type Transport,
+  type WalletClient,
+} from "viem";
+import { NodeStoppedError, TxRevertedError, TxSendError } from "./errors.js";
+
+/** What {@link createTxSender} takes. */
+export type CreateTxSenderParameters = {
+  /** Signs and pays; a local account (private key) lets the sender know the hash before broadcasting. */
+  walletClient: WalletClient<Transport, Chain | undefined, Account>;
+  publicClient: PublicClient;
+  /** Error fragments to decode reverts with besides the called ABI's (default: Task, Node and QOS errors). */
+  errorAbi?: Abi;
+  /** Attempts on RPC / network errors before giving up (default 6). */
+  maxAttempts?: number;
+  /** First backoff delay in ms, doubled per attempt (default 500, at most 15 000). */
+  backoffMs?: number;
+  /** How long to wait for a receipt, in ms (default 120 000). */
+  receiptTimeoutMs?: number;
+  /** Called for each retry (logging). */
+  onRetry?: (info: { functionName: string; attempt: number; error: unknown }) => void;
+};
+
+export type SendTransactionParameters = {
+  address: Address;
+  abi: Abi;
+  functionName: string;
+  args?: readonly unknown[];
+  value?: bigint;
+  /**
+   * Least gas limit to send with. For calls whose cost depends on what lands before them in the same
+   * block (the second disclosure settles the task, pays, frees nodes and may start a queued task, while
+   * the first only records): the estimate is taken on the state before them.
+   */
+  minGas?: bigint;
+  /** Called with the hash before the transaction is broadcast (local accounts) or right after: persist it. */
+  onHash?: (hash: Hex) => Promise<void> | void;
+  /** Aborts waiting (the transaction may still land; its hash was given to `onHash`). */
+  signal?: AbortSignal;
+};
+
+export type SentTransaction = { hash: Hex; receipt: TransactionReceipt };
+
+export type TxSender = {
+  readonly address: Address;
+  /**
+   * Simulates (a revert throws {@link TxRevertedError} with the contract's error name, nothing is sent),
+   * estimates gas plus the selection margin, signs with the next local nonce, broadcasts and waits for the
+   * receipt. One transaction of the account is in flight at a time; RPC errors are retried with backoff.
+   */
+  send(parameters: SendTransactionParameters): Promise<SentTransaction>;
+  /** Waits for a transaction sent earlier (e.g. before a restart); `undefined` when the chain does not know it. */
+  waitForKnown(hash: Hex, signal?: AbortSignal): Promise<TransactionReceipt | undefined>;
+};
+
+const DEFAULT_ERROR_ABI = [...taskAbi, ...nodeAbi, ...qosAbi].filter((item) => item.type === "error") as Abi;
+
+/** Creates the node's transaction sender: see {@link TxSender.send}. */
+export function createTxSender(parameters: CreateTxSenderParameters): TxSender {
+  const { walletClient, publicClient } = parameters;
+  const account = walletClient.account;
+  const errorAbi = parameters.errorAbi ?? DEFAULT_ERROR_ABI;
+  const maxAttempts = parameters.maxAttempts ?? 6;
+  const backoffMs = parameters.backoffMs ?? 500;
+  const receiptTimeoutMs = parameters.receiptTimeoutMs ?? 120_000;
+  let nextNonce: number | undefined;
+  let queue: Promise<unknown> = Promise.resolve();
+
+  const serialize = <T>(work: () => Promise<T>): Promise<T> => {
+    const run = queue.then(work, work);
+    queue = run.catch(() => {});
+    return run;
+  };
+
+  async function resyncNonce(): Promise<number> {
+    nextNonce = await publicClient.getTransactionCount({ address: account.address, blockTag: "pending" });
+    return nextNonce;
+  }
+
+  async function sendOnce(p: SendTransactionParameters, fullAbi: Abi): Promise<SentTransaction> {
+    const call = {
+      account,
+      address: p.address,
+      abi: fullAbi,
+      functionName: p.functionName,
+      args: p.args ?? [],
+      ...(p.value !== undefined ? { value: p.value } : {}),
+    } as never;
+    try {
+      await publicClient.simulateContract(call);
+    } catch (error) {
+      throw asRevert(error, p.functionName) ?? error;
+    }
+    let gas: bigint;
+    try {
+      gas = withSelectionGasMargin(await publicClient.estimateContractGas(call));
+      if (p.minGas !== undefined && gas < p.minGas) gas = p.minGas;
+    } catch (error) {
+      throw asRevert(error, p.functionName) ?? error;
+    }
+    const nonce = nextNonce ?? (await resyncNonce());
+    const data = encodeFunctionData({
+      abi: fullAbi,
+      functionName: p.functionName,
+      args: p.args ?? [],
+    } as never);
+    let hash: Hex;
+    if (account.type === "local") {
+      const prepared = await walletClient.prepareTransactionRequest({
+        account,
+        chain: walletClient.chain,
+        to: p.address,
+        data,
+        gas,
+        nonce,
+        ...(p.value !== undefined ? { value: p.value } : {}),
+      } as never);
+      const serialized = await walletClient.signTransaction(prepared as never);
+      hash = keccak256(serialized);
+      // Persisted before it can land: after a crash the node looks this hash up instead of guessing.
+      await p.onHash?.(hash);
+      try {
+        await publicClient.sendRawTransaction({ serializedTransaction: serialized });
+      } catch (error) {
+        if (!/already known|known transaction/i.test(errorText(error))) throw error;
+      }
+    } else {
+      hash = await walletClient.writeContract({
+        ...(call as object),
+        chain: walletClient.chain,
+        gas,
+        nonce,
+      } as never);
+      await p.onHash?.(hash);
+    }
+    nextNonce = nonce + 1;
+    const receipt = await waitForReceipt(hash, p.signal);
+    if (receipt.status !== "success") {
+      // Replay it on the current state to learn the contract's reason (usually the same one).
+      let revert: TxRevertedError | undefined;
+      try {
+        await publicClient.simulateContract(call);
+      } catch (error) {
+        revert = asRevert(error, p.functionName, hash);
+      }
+      throw revert ?? new TxRevertedError({ functionName: p.functionName, errorName: undefined, hash });
+    }
+    return { hash, receipt };
+  }
+
+  async function waitForReceipt(hash: Hex, signal: AbortSignal | undefined): Promise<TransactionReceipt> {
+    const wait = publicClient.waitForTransactionReceipt({ hash, timeout: receiptTimeoutMs });
+    if (!signal) return wait;
+    wait.catch(() => {});
+    return await new Promise<TransactionReceipt>((resolve, reject) => {
+      if (signal.aborted) return reject(new NodeStoppedError());
+      const onAbort = () => reject(new NodeStoppedError());
+      signal.addEventListener("abort", onAbort, { once: true });
+      wait.then(
+        (receipt) => {
+          signal.removeEventListener("abort", onAbort);
+          resolve(receipt);
+        },
+        (error) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(error);
+        },
+      );
+    });
+  }
+
+  return {
+    address: account.address,
+    send(p) {
+      const fullAbi = [...p.abi, ...errorAbi] as Abi;
+      return serialize(async () => {
+        let lastError: unknown;
+        for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+          if (p.signal?.aborted) throw new NodeStoppedError();
+          try {
+            return await sendOnce(p, fullAbi);
+          } catch (error) {
+            if (error instanceof TxRevertedError || error instanceof NodeStoppedError) throw error;
+            if (hasCause(error, InsufficientFundsError))
+              throw new TxSendError(`${p.functionName}: the node's account cannot pay for gas.`, {
+                cause: error,
+              });
+            lastError = error;
+            // Whatever failed, the pending nonce is asked again: the transaction may or may not be in.
+            nextNonce = undefined;
+            const nonceProblem =
+              hasCause(error, NonceTooLowError) ||
+              hasCause(error, NonceTooHighError) ||
+              /nonce too low|nonce too high|invalid nonce|replacement transaction underpriced|already known/i.test(
+                errorText(error),
+              );
+            parameters.onRetry?.({ functionName: p.functionName, attempt, error });
+            if (!nonceProblem)
+              await sleep(Math.min(backoffMs * 2 ** (attempt - 1), 15_000), p.signal).catch(() => {});
+          }
+        }
+        throw new TxSendError(`${p.functionName} could not be sent after ${maxAttempts} attempts.`, {
+          cause: lastError,
+          details: errorText(lastError).slice(0, 500),
+        });
+      });
+    },
+    async waitForKnown(hash, signal) {
+      try {
+        await publicClient.getTransaction({ hash });
+      } catch {
+        return undefined;
+      }
+      return waitForReceipt(hash, signal);
+    },
+  };
+}
+
+function asRevert(error: unknown, functionName: string, hash?: Hex): TxRevertedError | undefined {
+  if (!(error instanceof BaseError)) return undefined;
+  const reverted = error.walk((e) => e instanceof ContractFunctionRevertedError);
+  if (!(reverted instanceof ContractFunctionRevertedError)) return undefined;
+  const errorName = reverted.data?.errorName ?? (reverted.reason !== undefined ? "Error" : undefined);
+  const errorArgs = reverted.data?.args ?? (reverted.reason !== undefined ? [reverted.reason] : []);
+  return new TxRevertedError({ functionName, errorName, errorArgs, hash, cause: error });
+}
+
+function hasCause(error: unknown, type: new (...args: never[]) => Error): boolean {
+  return error instanceof BaseError
+    ? error.walk((e) => e instanceof type) instanceof type
+    : error instanceof type;
+}
+
+function errorText(error: unknown): string {
+  if (error instanceof BaseError) return `${error.shortMessage} ${error.details ?? ""}`;
+  return error instanceof Error ? error.message : String(error);
+}
+
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new NodeStoppedError());
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new NodeStoppedError());
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
