@@ -291,7 +291,7 @@ try {
     const pixels = new Uint8Array(side * side * 4);
     let seed = 1;
     for (let i = 0; i < pixels.length; i++) {
-      seed = (seed * 1103515245 + 12345) >>> 0;
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
       pixels[i] = i % 4 === 3 ? 255 : seed >>> 24;
     }
     const image = encodePng(pixels, side, side);
