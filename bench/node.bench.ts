@@ -1,0 +1,259 @@
+/**
+ * Protocol overhead of a GPT task — everything but inference — and the memory of a node.
+ *
+ * 1. Overhead: anvil with instant mining (every transaction mined at once, confirmations 0), the relay, and
+ *    three nodes in this process sharing one GPT executor (a generated tiny model, 1 thread). An application
+ *    runs GPT tasks end to end with `runGptTask` (create → upload the arguments → the nodes fetch, execute,
+ *    commit, disclose → the result node uploads and reports → the application downloads the result). The time
+ *    the executor spends inside `execute` (three calls per task, one after the other on the shared executor) is
+ *    subtracted: what is left is the protocol — transactions, relay round trips, chain polling, hashing.
+ * 2. Peak RSS of one node: three `crynux-node start` processes (the CLI, from the sources) run tasks; after
+ *    them each process's VmHWM (peak resident set) is read from /proc.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createCrynuxClient, createRelayClient } from "@crynux/client";
+import { deployCrynux } from "@crynux/contracts";
+import { startAnvil } from "@crynux/contracts/testing";
+import { IN_MEMORY, startRelay } from "@crynux/example-relay";
+import {
+  createGptExecutor,
+  createModelResolver,
+  createNode,
+  type GptExecutor,
+  generateTestModel,
+} from "@crynux/node-core";
+import type { GptTaskArgsInput } from "@crynux/tasks";
+import { http, parseEther } from "viem";
+import { privateKeyToAccount } from "viem/accounts";
+
+const TASKS = 10;
+const CARD = { gpuName: "Bench CPU", gpuVram: 8 };
+const dir = mkdtempSync(join(tmpdir(), "crynux-node-bench-"));
+const modelDir = join(dir, "models");
+mkdirSync(modelDir, { recursive: true });
+await generateTestModel(join(modelDir, "tiny.gguf"), { seed: 7 });
+
+const args = (i: number): GptTaskArgsInput =>
+  ({
+    model: "file:tiny.gguf",
+    messages: [{ role: "user", content: `Benchmark question number ${i}.` }],
+    generation_config: { max_new_tokens: 16 },
+    seed: 42,
+  }) as GptTaskArgsInput;
+
+const percentile = (sorted: number[], q: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!;
+const rows: string[] = [];
+
+// ---------------------------------------------------------------------------------------------- overhead
+{
+  const anvil = await startAnvil({ accounts: 6, balanceEther: 100_000 });
+  const stops: (() => Promise<void>)[] = [() => anvil.stop()];
+  try {
+    const deployment = await deployCrynux(anvil.walletClient(0), anvil.publicClient);
+    const relay = await startRelay(
+      {
+        rpcUrl: anvil.rpcUrl,
+        taskContract: deployment.task,
+        port: 0,
+        confirmations: 0,
+        pollingIntervalMs: 20,
+        dataDir: IN_MEMORY,
+        blobDir: join(dir, "blobs"),
+      },
+      { onIndexerError: () => {} },
+    );
+    stops.unshift(() => relay.stop());
+    const executor = await createGptExecutor({
+      resolveModel: createModelResolver({ modelDir, cacheDir: join(dir, "cache") }),
+    });
+    let inferenceMs = 0;
+    const timed: Pick<GptExecutor, "execute" | "runtimeId" | "loadedModels"> = {
+      runtimeId: executor.runtimeId,
+      loadedModels: () => executor.loadedModels(),
+      async execute(a, options) {
+        const start = performance.now();
+        try {
+          return await executor.execute(a, options);
+        } finally {
+          inferenceMs += performance.now() - start;
+        }
+      },
+    };
+    const nodes = [1, 2, 3].map((account) => {
+      const walletClient = anvil.walletClient(account);
+      return createNode({
+        publicClient: anvil.publicClient,
+        walletClient,
+        contracts: deployment,
+        relayUrl: relay.url,
+        relay: createRelayClient({
+          url: relay.url,
+          account: walletClient.account as never,
+          pollIntervalMs: 20,
+        }),
+        stateDir: join(dir, `node-${account}`),
+        gpt: timed,
+        card: CARD,
+        confirmations: 0,
+        pollingIntervalMs: 20,
+        argsWaitMs: 2000,
+      });
+    });
+    stops.unshift(async () => {
+      await Promise.all(nodes.map((node) => node.stop()));
+      await executor.dispose();
+    });
+    await Promise.all(nodes.map((node) => node.start()));
+    const app = createCrynuxClient({
+      chain: anvil.chain,
+      transport: http(anvil.rpcUrl),
+      account: privateKeyToAccount(anvil.accounts[4]!.privateKey),
+      relayUrl: relay.url,
+      contracts: deployment,
+      pollingInterval: 20,
+      relay: { pollIntervalMs: 20 },
+    });
+    // warm-up: the model loads, every code path is compiled
+    await app.runGptTask(args(-1), { fee: parseEther("1") });
+    const overheads: number[] = [];
+    const totals: number[] = [];
+    const inference: number[] = [];
+    for (let i = 0; i < TASKS; i++) {
+      inferenceMs = 0;
+      const start = performance.now();
+      await app.runGptTask(args(i), { fee: parseEther("1") });
+      const total = performance.now() - start;
+      totals.push(total);
+      inference.push(inferenceMs);
+      overheads.push(total - inferenceMs);
+    }
+    for (const xs of [overheads, totals, inference]) xs.sort((a, b) => a - b);
+    const fmt = (ms: number) => `${ms.toFixed(0)} ms`;
+    rows.push(
+      `| GPT task end to end (create → result downloaded), ${TASKS} tasks | ${fmt(percentile(totals, 0.5))} | ${fmt(percentile(totals, 0.9))} |`,
+      `| of which inference (3 executions, one after the other) | ${fmt(percentile(inference, 0.5))} | ${fmt(percentile(inference, 0.9))} |`,
+      `| **protocol overhead** (everything but inference; target ≤ 250 ms) | **${fmt(percentile(overheads, 0.5))}** | ${fmt(percentile(overheads, 0.9))} |`,
+    );
+  } finally {
+    for (const stop of stops) await stop().catch(() => {});
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- peak RSS
+{
+  const anvil = await startAnvil({ accounts: 6, balanceEther: 100_000 });
+  const children: ChildProcess[] = [];
+  let relayStop: (() => Promise<void>) | undefined;
+  try {
+    const deployment = await deployCrynux(anvil.walletClient(0), anvil.publicClient);
+    const relay = await startRelay(
+      {
+        rpcUrl: anvil.rpcUrl,
+        taskContract: deployment.task,
+        port: 0,
+        confirmations: 0,
+        pollingIntervalMs: 50,
+        dataDir: IN_MEMORY,
+        blobDir: join(dir, "blobs-rss"),
+      },
+      { onIndexerError: () => {} },
+    );
+    relayStop = () => relay.stop();
+    writeFileSync(join(dir, "deployment.json"), JSON.stringify({ ...deployment, chainId: anvil.chain.id }));
+    const cli = join(import.meta.dirname, "..", "examples", "node", "src", "cli.ts");
+    const listening: Promise<void>[] = [];
+    const outputs: string[] = [];
+    for (const account of [1, 2, 3]) {
+      const nodeDir = join(dir, `rss-node-${account}`);
+      mkdirSync(nodeDir, { recursive: true });
+      writeFileSync(join(nodeDir, "node.key"), anvil.accounts[account]!.privateKey, { mode: 0o600 });
+      const config = join(nodeDir, "crynux-node.json");
+      writeFileSync(
+        config,
+        JSON.stringify({
+          chain: { rpcUrl: anvil.rpcUrl, deploymentFile: "../deployment.json" },
+          relayUrl: relay.url,
+          account: { privateKeyFile: "node.key" },
+          stateDir: "./state",
+          models: { modelDir, cacheDir: join(dir, "cache") },
+          gpt: { threads: 1 },
+          card: CARD,
+          confirmations: 0,
+          pollingIntervalMs: 50,
+          api: { port: 0 },
+          log: { level: "info", format: "json" },
+        }),
+      );
+      const child = spawn(
+        process.execPath,
+        ["--conditions=source", "--import", "tsx", cli, "start", "--config", config],
+        {
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+      children.push(child);
+      listening.push(
+        new Promise((resolve, reject) => {
+          let out = "";
+          const index = outputs.push("") - 1;
+          const collect = (chunk: Buffer) => {
+            out += chunk.toString();
+            outputs[index] = out.slice(-4000);
+            if (out.includes('"msg":"node started"')) resolve();
+          };
+          child.stdout!.on("data", collect);
+          child.stderr!.on("data", collect);
+          child.once("exit", (code) => reject(new Error(`node exited with ${code}: ${out.slice(-2000)}`)));
+        }),
+      );
+    }
+    await Promise.all(listening);
+    const app = createCrynuxClient({
+      chain: anvil.chain,
+      transport: http(anvil.rpcUrl),
+      account: privateKeyToAccount(anvil.accounts[4]!.privateKey),
+      relayUrl: relay.url,
+      contracts: deployment,
+      pollingInterval: 50,
+    });
+    for (let i = 0; i < 5; i++) {
+      await app
+        .runGptTask(args(100 + i), { fee: parseEther("1"), signal: AbortSignal.timeout(120_000) })
+        .catch((error: unknown) => {
+          throw new Error(`task ${i} failed; node logs:\n${outputs.join("\n---\n")}`, { cause: error });
+        });
+    }
+    const peaks = children.map((child) => {
+      const status = readFileSync(`/proc/${child.pid}/status`, "utf8");
+      const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
+      return kb / 1024;
+    });
+    rows.push(
+      `| peak RSS of one node process (VmHWM after 5 tasks; a generated tiny F32 model) | ${Math.max(...peaks).toFixed(0)} MiB | min ${Math.min(...peaks).toFixed(0)} MiB |`,
+    );
+  } finally {
+    for (const child of children) child.kill("SIGTERM");
+    await Promise.all(
+      children.map((child) =>
+        child.exitCode !== null ? undefined : new Promise((resolve) => child.once("exit", resolve)),
+      ),
+    );
+    await relayStop?.().catch(() => {});
+    await anvil.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+console.log(
+  [
+    "### node (anvil with instant mining, confirmations 0)",
+    "",
+    "| measure | median | p90 |",
+    "|---|---:|---:|",
+    ...rows,
+  ].join("\n"),
+);
