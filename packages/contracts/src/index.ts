@@ -12,3 +12,4 @@ export { ContractsError } from "./errors.js";
 // ABIs (`<name>Abi`, `as const`), creation bytecode (`<name>Bytecode`) and `contractsBuildInfo`,
 // written by `npm run contracts:build` from contracts/src.
 export * from "./generated/index.js";
+export * from "./states.js";

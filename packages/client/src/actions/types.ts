@@ -1,4 +1,4 @@
-import type { CrynuxDeployment } from "@crynux/contracts";
+import { type CrynuxDeployment, NodeStatus, TaskState } from "@crynux/contracts";
 import type { Account, Chain, PublicClient, Transport, WalletClient } from "viem";
 import type { RelayClient } from "../relay/client.js";
 
@@ -15,13 +15,20 @@ export type CrynuxBaseClient = {
   contracts: CrynuxDeployment;
 };
 
-/** Task states of the Task contract, by name (index = the on-chain number). */
-export const TASK_STATES = ["none", "queued", "running", "success", "uploaded", "error", "aborted"] as const;
-export type TaskStateName = (typeof TASK_STATES)[number];
+/** `PENDING_PAUSE` → `pendingPause`. */
+type CamelCase<S extends string> = S extends `${infer Head}_${infer Tail}`
+  ? `${Lowercase<Head>}${Capitalize<CamelCase<Tail>>}`
+  : Lowercase<S>;
+const camelCase = (name: string) =>
+  name.toLowerCase().replace(/_([a-z])/g, (_match, letter: string) => letter.toUpperCase());
 
-/** Node statuses of the Node contract, by name (index = the on-chain number). */
-export const NODE_STATUSES = ["quit", "available", "busy", "pendingPause", "pendingQuit", "paused"] as const;
-export type NodeStatusName = (typeof NODE_STATUSES)[number];
+export type TaskStateName = CamelCase<keyof typeof TaskState>;
+/** Task states of the Task contract, by name (index = the on-chain number; from `TaskState`). */
+export const TASK_STATES = Object.keys(TaskState).map(camelCase) as readonly TaskStateName[];
+
+export type NodeStatusName = CamelCase<keyof typeof NodeStatus>;
+/** Node statuses of the Node contract, by name (index = the on-chain number; from `NodeStatus`). */
+export const NODE_STATUSES = Object.keys(NodeStatus).map(camelCase) as readonly NodeStatusName[];
 
 export function taskStateName(state: number): TaskStateName {
   const name = TASK_STATES[state];

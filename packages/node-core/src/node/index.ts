@@ -22,7 +22,6 @@ export {
   classifyFailure,
   type SdTaskExecutor,
   type TaskPipelineContext,
-  TaskState,
 } from "./pipeline.js";
 export {
   type NodeMeta,

@@ -1,6 +1,12 @@
 import { EventEmitter } from "node:events";
 import { createRelayClient, type RelayClient } from "@crynux/client";
-import { type CrynuxDeployment, nodeAbi, qosAbi, taskAbi } from "@crynux/contracts";
+import {
+  type CrynuxDeployment,
+  NodeStatus as NodeStatusCode,
+  nodeAbi,
+  qosAbi,
+  taskAbi,
+} from "@crynux/contracts";
 import type { Account, Address, Chain, LocalAccount, PublicClient, Transport, WalletClient } from "viem";
 import type { GptExecutor } from "../executor/gptExecutor.js";
 import { detectCard, type NodeCard } from "./card.js";
@@ -11,16 +17,9 @@ import { type NodeStore, openNodeStore, type TaskOutcome, type TaskRecord } from
 import { createTxSender, type TxSender } from "./txSender.js";
 import { type ChainWatcher, createChainWatcher, type NodeChainEvent } from "./watcher.js";
 
-/** Node statuses of the Node contract, by their number. */
-export const NODE_STATUSES = [
-  "QUIT",
-  "AVAILABLE",
-  "BUSY",
-  "PENDING_PAUSE",
-  "PENDING_QUIT",
-  "PAUSED",
-] as const;
-export type NodeChainStatus = (typeof NODE_STATUSES)[number];
+export type NodeChainStatus = keyof typeof NodeStatusCode;
+/** Node statuses of the Node contract, by their number (from `NodeStatus` of @crynux/contracts). */
+export const NODE_STATUSES = Object.keys(NodeStatusCode) as readonly NodeChainStatus[];
 
 export type CreateNodeParameters = {
   /** The node's account (defaults to the wallet client's); a local account signs relay requests too. */

@@ -1,5 +1,5 @@
 import { type RelayClient, RelayRequestError } from "@crynux/client";
-import { type CrynuxDeployment, taskAbi, taskCommitment } from "@crynux/contracts";
+import { type CrynuxDeployment, RoundFlag, TaskState, taskAbi, taskCommitment } from "@crynux/contracts";
 import {
   type GptResponse,
   parseGptResponse,
@@ -26,19 +26,9 @@ export type SdTaskExecutor = {
   ): Promise<{ images: Uint8Array[]; result: Hex | Uint8Array }>;
 };
 
-/** Task states of the Task contract. */
-export const TaskState = {
-  NONE: 0,
-  QUEUED: 1,
-  RUNNING: 2,
-  SUCCESS: 3,
-  UPLOADED: 4,
-  ERROR: 5,
-  ABORTED: 6,
-} as const;
-const F_RELEASED = 2;
-const F_SLASHED = 4;
-const F_ABSENT = 8;
+const F_RELEASED = RoundFlag.RELEASED;
+const F_SLASHED = RoundFlag.SLASHED;
+const F_ABSENT = RoundFlag.ABSENT;
 
 /** What the pipeline needs; the node builds one per running node. */
 export type TaskPipelineContext = {
