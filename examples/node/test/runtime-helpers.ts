@@ -23,7 +23,7 @@ export const CNX = 10n ** 18n;
 export const FEE = 3n * CNX;
 /** All three nodes register the same card, so they form one GPT group. */
 export const CARD = { gpuName: "Test CPU", gpuVram: 8 };
-export const TaskState = { NONE: 0, RUNNING: 2, SUCCESS: 3, UPLOADED: 4, ERROR: 5, ABORTED: 6 } as const;
+export { TaskState } from "@crynux/contracts";
 
 /** Anvil + contracts + relay + a shared GPT executor on a tiny generated model, and helpers to drive tasks. */
 export class Network {

@@ -1,4 +1,5 @@
 import {
+  getNetworkStats,
   type RelayDomain,
   RelaySignatureError,
   type RelayStats,
@@ -6,7 +7,7 @@ import {
   taskIdParamSchema,
   verifyRelayRequest,
 } from "@crynux/client";
-import { networkStatsAbi, taskAbi } from "@crynux/contracts";
+import { taskAbi } from "@crynux/contracts";
 import { Hono, type MiddlewareHandler } from "hono";
 import { every } from "hono/combine";
 import { HTTPException } from "hono/http-exception";
@@ -297,25 +298,14 @@ function networkStatsReader(deps: RelayAppDeps): () => Promise<RelayStats> {
       throw error;
     });
     const { indexedBlock } = await deps.indexerStatus();
-    const blockNumber = indexedBlock ?? undefined;
-    const read = (functionName: (typeof STAT_FUNCTIONS)[number]) =>
-      client.readContract({ address: networkStats, abi: networkStatsAbi, functionName, blockNumber });
-    const [totalNodes, availableNodes, busyNodes, totalTasks, queuedTasks, runningTasks] = await Promise.all(
-      STAT_FUNCTIONS.map(read),
+    const { nodes, tasks } = await getNetworkStats(
+      { publicClient: client, contracts: { networkStats } },
+      { blockNumber: indexedBlock ?? undefined },
     );
     return {
-      nodes: { total: Number(totalNodes), available: Number(availableNodes), busy: Number(busyNodes) },
-      tasks: { total: Number(totalTasks), queued: Number(queuedTasks), running: Number(runningTasks) },
+      nodes,
+      tasks: { ...tasks, total: Number(tasks.total) },
       indexedBlock: Number(indexedBlock ?? 0n),
     };
   };
 }
-
-const STAT_FUNCTIONS = [
-  "totalNodes",
-  "availableNodes",
-  "busyNodes",
-  "totalTasks",
-  "queuedTasks",
-  "runningTasks",
-] as const;

@@ -1,4 +1,4 @@
-import { networkStatsAbi } from "@crynux/contracts";
+import { type CrynuxDeployment, networkStatsAbi } from "@crynux/contracts";
 import { readContract } from "viem/actions";
 import type { CrynuxBaseClient } from "./types.js";
 
@@ -26,7 +26,7 @@ export type GetNetworkStatsErrorType = never;
 
 /** Reads the node and task counters from the NetworkStats contract (straight from the chain, not the relay). */
 export async function getNetworkStats(
-  client: CrynuxBaseClient,
+  client: Pick<CrynuxBaseClient, "publicClient"> & { contracts: Pick<CrynuxDeployment, "networkStats"> },
   { blockNumber }: GetNetworkStatsParameters = {},
 ): Promise<GetNetworkStatsReturnType> {
   const read = (

@@ -33,23 +33,8 @@ export const STAKE = 400n * CNX;
 /** The default absence penalty (a node that misses the commit deadline). */
 export const PENALTY = 40n * CNX;
 
-export const Status = {
-  QUIT: 0,
-  AVAILABLE: 1,
-  BUSY: 2,
-  PENDING_PAUSE: 3,
-  PENDING_QUIT: 4,
-  PAUSED: 5,
-} as const;
-export const TaskState = {
-  NONE: 0,
-  QUEUED: 1,
-  RUNNING: 2,
-  SUCCESS: 3,
-  UPLOADED: 4,
-  ERROR: 5,
-  ABORTED: 6,
-} as const;
+// The on-chain numbers, from the package (one definition, checked in states.test.ts).
+export { NodeStatus as Status, TaskState } from "../../src/states.js";
 
 export const abis = {
   node: nodeAbi,
