@@ -12,6 +12,7 @@ import {
   workUnits,
 } from "@crynux/tasks";
 import { Hono, type MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { streamSSE } from "hono/streaming";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
@@ -302,6 +303,20 @@ export function createBridgeApp(deps: BridgeAppDeps): Hono<BridgeEnv> {
 
   app.get("/health", (c) => c.json({ status: "ok" }));
 
+  // Bounds what is read even when a client streams a body without a content-length.
+  app.use(
+    "/v1/*",
+    bodyLimit({
+      maxSize: config.maxBodyBytes,
+      onError: () => {
+        throw new BridgeError(`The request body is larger than ${config.maxBodyBytes} bytes.`, {
+          status: 413,
+          type: "invalid_request_error",
+          code: "request_too_large",
+        });
+      },
+    }),
+  );
   app.use("/v1/*", authenticate);
 
   app.get("/v1/models", (c) =>

@@ -352,6 +352,23 @@ describe("bridge: OpenAI API over Crynux tasks (anvil, relay, 3 test-driven node
         code: "invalid_value",
       },
     });
+
+    // A body streamed without a content-length, and without end, is cut off at the limit (2 MiB by
+    // default): a bridge that read it whole would never answer.
+    const chunk = new TextEncoder().encode(" ".repeat(64 * 1024));
+    const endless = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        controller.enqueue(chunk);
+      },
+    });
+    const streamed = await fetch(`${bridge.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${MAIN_KEY}`, "content-type": "application/json" },
+      body: endless,
+      duplex: "half",
+    } as RequestInit);
+    expect(streamed.status).toBe(413);
+    expect(((await streamed.json()) as { error: { code: string } }).error.code).toBe("request_too_large");
     expect(await totalTasks()).toBe(before);
   });
 
