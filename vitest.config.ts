@@ -11,6 +11,7 @@ export default defineConfig({
       "packages/*/test/**/*.test.ts",
       "examples/*/src/**/*.test.ts",
       "examples/*/test/**/*.test.ts",
+      "test-support/**/*.test.ts",
     ],
     testTimeout: 30_000,
     pool: "forks",
