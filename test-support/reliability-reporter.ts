@@ -36,7 +36,7 @@ export default class ReliabilityReporter implements Reporter {
   }
 }
 
-const escape = (s: string) => s.replaceAll("|", "\\|").replaceAll("\n", " ");
+const cell = (s: string) => s.replaceAll("|", "\\|").replaceAll("\n", " ");
 
 function render(rows: Row[]): string {
   const areas = [...new Set(rows.map((r) => r.area))];
@@ -65,7 +65,7 @@ function render(rows: Row[]): string {
     for (const r of rows.filter((x) => x.area === area)) {
       const result = r.state === "passed" ? "✅ held" : r.state === "failed" ? "❌ FAILED" : `⚠️ ${r.state}`;
       lines.push(
-        `| ${escape(r.fault)} | ${r.runs} | ${escape(r.expected)} | ${result} | [${escape(r.file.split("/").pop() ?? r.file)}](../${r.file}) |`,
+        `| ${cell(r.fault)} | ${r.runs} | ${cell(r.expected)} | ${result} | [${cell(r.file.split("/").pop() ?? r.file)}](../${r.file}) |`,
       );
     }
     lines.push("");
