@@ -8,7 +8,7 @@ import { onShutdownSignal } from "./signals.js";
 
 const USAGE = `Usage:
   npm run devnet [-- --model <hf:owner/repo/file.gguf | owner/repo:QUANT | path.gguf>] [--seed n]
-                    [--api-key sk-…] [--faucet-port n] [--block-interval ms] [--verbose]
+                    [--api-key sk-…] [--faucet-port n] [--block-interval ms] [--nodes n] [--verbose]
       starts a local Crynux network and keeps it running until Ctrl-C
   npm run devnet -- faucet <address> <amount in CNX> [--url http://127.0.0.1:<port>]
       sends CNX to an address through the running devnet's faucet`;
@@ -107,6 +107,7 @@ async function main(): Promise<number> {
       "api-key": { type: "string" },
       "faucet-port": { type: "string" },
       "block-interval": { type: "string" },
+      nodes: { type: "string" },
       url: { type: "string" },
       verbose: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -147,13 +148,15 @@ async function main(): Promise<number> {
     );
   });
 
-  console.log("starting a Crynux devnet: anvil + contracts + relay + 3 nodes + bridge");
+  const nodeCount = number(values.nodes, "nodes") ?? 3;
+  console.log(`starting a Crynux devnet: anvil + contracts + relay + ${nodeCount} nodes + bridge`);
   starting = startDevnet({
     model: values.model,
     seed: number(values.seed, "seed"),
     apiKey: values["api-key"],
     faucetPort: number(values["faucet-port"], "faucet-port") ?? 0,
     blockIntervalMs: number(values["block-interval"], "block-interval") ?? 1000,
+    nodeCount,
     log: (line) => console.log(`  ${line}`),
     nodeLogLevel: values.verbose ? "info" : undefined,
   });

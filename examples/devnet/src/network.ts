@@ -44,6 +44,11 @@ export type StartDevnetOptions = PrepareModelOptions & {
   cheater?: boolean | undefined;
   /** Port of the HTTP faucet (`POST /faucet`); default 0, a free port. `false`: no faucet server. */
   faucetPort?: number | false | undefined;
+  /**
+   * How many nodes join (default 3, the least a task needs). They all register the same card, so every GPT
+   * task can use any three of them; nodes beyond the third use anvil accounts 10 and up.
+   */
+  nodeCount?: number | undefined;
   /** Progress lines while starting and stopping. */
   log?: ((line: string) => void) | undefined;
   /** JSON log lines of the nodes (and indexer errors of the relay) on stderr at this level. Default: none. */
@@ -99,6 +104,12 @@ export type Devnet = {
 const CARD = { gpuName: "Crynux Devnet CPU", gpuVram: 8 };
 const ROLES = { deployer: 0, nodes: [1, 2, 3], app: 4, bridgeWallet: 5, users: [6, 7, 8, 9] } as const;
 
+/** Anvil account indices of the nodes: 1–3 (as always), then 10, 11, … */
+const nodeIndices = (count: number): number[] =>
+  Array.from({ length: count }, (_, i) =>
+    i < ROLES.nodes.length ? ROLES.nodes[i]! : 10 + i - ROLES.nodes.length,
+  );
+
 /**
  * Starts a whole Crynux network on this machine: anvil (free port), the contracts, the relay (in-memory
  * index), three nodes and the bridge.
@@ -112,6 +123,11 @@ const ROLES = { deployer: 0, nodes: [1, 2, 3], app: 4, bridgeWallet: 5, users: [
 export async function startDevnet(options: StartDevnetOptions = {}): Promise<Devnet> {
   const log = options.log ?? (() => {});
   const confirmations = options.confirmations ?? 1;
+  const nodeCount = options.nodeCount ?? 3;
+  if (!Number.isInteger(nodeCount) || nodeCount < 3 || nodeCount > 100) {
+    throw new RangeError(`nodeCount must be an integer from 3 to 100 (got ${nodeCount}).`);
+  }
+  const nodeIndex = nodeIndices(nodeCount);
   // What to undo, pushed as each part starts: stop() (and a failed start) runs it backwards.
   const cleanup: { name: string; run: () => Promise<unknown> | unknown }[] = [];
   let stopping: Promise<void> | undefined;
@@ -139,12 +155,12 @@ export async function startDevnet(options: StartDevnetOptions = {}): Promise<Dev
     const dir = await mkdtemp(join(tmpdir(), "crynux-devnet-"));
     cleanup.push({ name: "temporary files", run: () => rm(dir, { recursive: true, force: true }) });
 
-    const anvil = await startAnvil({ accounts: 10 });
+    const anvil = await startAnvil({ accounts: Math.max(10, ...nodeIndex.map((i) => i + 1)) });
     cleanup.push({ name: `anvil (pid ${anvil.pid})`, run: () => anvil.stop() });
     const account = (role: string, index: number): DevnetAccount => ({ role, ...anvil.accounts[index]! });
     const accounts: Devnet["accounts"] = {
       deployer: account("deployer, contract owner, faucet", ROLES.deployer),
-      nodes: ROLES.nodes.map((index, i) => account(`node ${i + 1}`, index)),
+      nodes: nodeIndex.map((index, i) => account(`node ${i + 1}`, index)),
       app: account("app (SDK)", ROLES.app),
       bridgeWallet: account("bridge wallet", ROLES.bridgeWallet),
       users: ROLES.users.map((index, i) => account(`user ${i + 1}`, index)),
@@ -233,7 +249,7 @@ export async function startDevnet(options: StartDevnetOptions = {}): Promise<Dev
     };
 
     const nodes = accounts.nodes.map((nodeAccount, i) => {
-      const walletClient = anvil.walletClient(ROLES.nodes[i]!);
+      const walletClient = anvil.walletClient(nodeIndex[i]!);
       const withCheater = options.cheater === true && i === accounts.nodes.length - 1;
       return createNode({
         publicClient: anvil.publicClient,
