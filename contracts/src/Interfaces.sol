@@ -12,21 +12,22 @@ interface INode {
 
     /// Frees a node at the end of its task. `record` = false leaves its QoS untouched. `absent` = the node never
     /// committed although its partners did: it pays the absence penalty from its stake and is paused.
-    /// Returns whether the node became AVAILABLE, with its vram and the available count of its group.
+    /// Returns whether the node became AVAILABLE, with its vram, the available count of its group and the
+    /// task types (bits 1 << taskType) the group runs.
     function finishTask(address node, uint256 score, bool record, bool absent)
         external
-        returns (bool available, uint256 vram, uint256 groupAvailable);
+        returns (bool available, uint256 vram, uint256 groupAvailable, uint8 taskTypes);
 
     /// Slashes a node bound to a task: its stake goes to the treasury and it is removed.
     function slash(address node) external;
 
-    /// Number of AVAILABLE nodes with gpuVram >= vram.
-    function availableAtLeast(uint256 vram) external view returns (uint256);
+    /// Number of AVAILABLE nodes that run `taskType` with gpuVram >= vram.
+    function availableAtLeast(uint8 taskType, uint256 vram) external view returns (uint256);
 }
 
 /// @notice What the Node contract needs from the Task contract.
 interface ITask {
-    function onNodeAvailable(address node, uint256 vram, uint256 groupAvailable) external;
+    function onNodeAvailable(address node, uint256 vram, uint256 groupAvailable, uint8 taskTypes) external;
 }
 
 interface IQOS {
@@ -49,8 +50,9 @@ interface ITaskQueue {
         external
         returns (uint256[] memory evicted);
     /// The highest-value queued task a freshly available node (vram `rootVram`, whose group has
-    /// `groupAvailable` available nodes including itself) can run with two partners; 0 if none.
-    function peekBest(uint256 rootVram, uint256 groupAvailable) external view returns (uint256 taskId);
+    /// `groupAvailable` available nodes including itself and runs the task types `rootTypes`, bits
+    /// 1 << taskType) can run with two partners; 0 if none.
+    function peekBest(uint256 rootVram, uint256 groupAvailable, uint8 rootTypes) external view returns (uint256 taskId);
     function remove(uint256 taskId) external;
     function contains(uint256 taskId) external view returns (bool);
     function size() external view returns (uint256);

@@ -5,8 +5,10 @@ import {Ownable} from "./Ownable.sol";
 import {INode, ITask, IQOS, INetworkStats} from "./Interfaces.sol";
 
 /// @title Node registry: staking, status, card groups and weighted random selection.
-/// @notice Group key = keccak256(abi.encode(string gpuName, uint256 gpuVram, string runtimeId)) (standard ABI
-/// encoding, not packed, so that no two different triples share a key). Only AVAILABLE nodes are indexed, per
+/// @notice Group key = keccak256(abi.encode(string gpuName, uint256 gpuVram, string runtimeId, uint8 taskTypes))
+/// (standard ABI encoding, not packed, so that no two different tuples share a key). `taskTypes` is the set of task
+/// types the node runs, one bit per type (bit 0 = SD, bit 1 = GPT): a node without an image engine declares GPT
+/// only and is never selected for an SD task it would miss. Only AVAILABLE nodes are indexed, per
 /// group, in an array with O(1) add/remove (swap and pop); the groups that have at least one available node are
 /// kept in a list with O(1) add/remove. Selection walks that list of groups (at most `maxGroups`, not the
 /// number of nodes) and then samples inside a group by rejection sampling on the
@@ -21,6 +23,10 @@ contract Node is Ownable, INode {
 
     uint8 internal constant TASK_TYPE_SD = 0;
     uint8 internal constant TASK_TYPE_GPT = 1;
+    /// `taskTypes` bits of join: 1 << taskType.
+    uint8 public constant TASK_TYPES_SD = 1;
+    uint8 public constant TASK_TYPES_GPT = 2;
+    uint8 internal constant TASK_TYPES_ALL = 3;
     /// Upper bound of a selection weight (the best task score); rejection sampling accepts with weight / 20.
     uint256 internal constant MAX_WEIGHT = 20;
     /// Rejection sampling gives up after this many draws and takes the last candidate.
@@ -41,6 +47,7 @@ contract Node is Ownable, INode {
         uint32 activeSlot; // index + 1 in activeGroups, 0 when the group has no available node
         uint64 weightSum; // sum of the weights of its available nodes
         uint32 joined; // nodes of the group that have not quit (any status)
+        uint8 taskTypes; // 1 << taskType for each task type the group's nodes run
     }
 
     mapping(address => NodeInfo) private nodes;
@@ -70,7 +77,13 @@ contract Node is Ownable, INode {
     INetworkStats public stats;
 
     event NodeJoined(
-        address indexed node, bytes32 indexed groupKey, string gpuName, uint256 gpuVram, string runtimeId, uint256 stake
+        address indexed node,
+        bytes32 indexed groupKey,
+        string gpuName,
+        uint256 gpuVram,
+        string runtimeId,
+        uint8 taskTypes,
+        uint256 stake
     );
     event NodeStatusChanged(address indexed node, uint8 status);
     event NodeQuit(address indexed node, uint256 stakeReturned);
@@ -91,6 +104,7 @@ contract Node is Ownable, INode {
     error TransferFailed();
     error ValueTooLarge();
     error TooManyGroups(uint256 maxGroups);
+    error InvalidTaskTypes(uint8 taskTypes);
 
     constructor() {
         treasury = msg.sender;
@@ -141,17 +155,25 @@ contract Node is Ownable, INode {
 
     // ------------------------------------------------------------------ node actions
 
-    function join(string calldata gpuName, uint256 gpuVram, string calldata runtimeId) external payable {
+    /// Joins with the stake. `taskTypes`: the task types this node runs (TASK_TYPES_SD | TASK_TYPES_GPT).
+    function join(string calldata gpuName, uint256 gpuVram, string calldata runtimeId, uint8 taskTypes)
+        external
+        payable
+    {
         NodeInfo storage n = nodes[msg.sender];
         if (n.status != QUIT) revert NodeAlreadyJoined();
         if (msg.value != stakeAmount) revert WrongStakeAmount(stakeAmount, msg.value);
         if (bytes(gpuName).length == 0 || bytes(runtimeId).length == 0 || gpuVram == 0 || gpuVram > type(uint64).max) {
             revert InvalidGpu();
         }
-        bytes32 key = keccak256(abi.encode(gpuName, gpuVram, runtimeId));
+        if (taskTypes == 0 || taskTypes > TASK_TYPES_ALL) revert InvalidTaskTypes(taskTypes);
+        bytes32 key = keccak256(abi.encode(gpuName, gpuVram, runtimeId, taskTypes));
         if (nodeGroup[msg.sender] != key) nodeGroup[msg.sender] = key;
         Group storage g = groups[key];
-        if (g.vram == 0) g.vram = uint64(gpuVram);
+        if (g.vram == 0) {
+            g.vram = uint64(gpuVram);
+            g.taskTypes = taskTypes;
+        }
         if (g.joined == 0) {
             if (groupCount >= maxGroups) revert TooManyGroups(maxGroups);
             groupCount += 1;
@@ -166,8 +188,8 @@ contract Node is Ownable, INode {
         totalStaked += msg.value;
         _addAvailable(msg.sender, key, w);
         stats.updateNodes(1, 1, 0);
-        emit NodeJoined(msg.sender, key, gpuName, gpuVram, runtimeId, msg.value);
-        taskContract.onNodeAvailable(msg.sender, gpuVram, groups[key].count);
+        emit NodeJoined(msg.sender, key, gpuName, gpuVram, runtimeId, taskTypes, msg.value);
+        taskContract.onNodeAvailable(msg.sender, gpuVram, groups[key].count, taskTypes);
     }
 
     /// AVAILABLE -> PAUSED; BUSY -> PENDING_PAUSE (PAUSED when its task ends).
@@ -197,7 +219,7 @@ contract Node is Ownable, INode {
         _addAvailable(msg.sender, key, n.weight);
         stats.updateNodes(0, 1, 0);
         emit NodeStatusChanged(msg.sender, AVAILABLE);
-        taskContract.onNodeAvailable(msg.sender, n.vram, groups[key].count);
+        taskContract.onNodeAvailable(msg.sender, n.vram, groups[key].count, groups[key].taskTypes);
     }
 
     /// AVAILABLE or PAUSED: leave and get the stake back; BUSY -> PENDING_QUIT (leaves when its task ends).
@@ -244,7 +266,7 @@ contract Node is Ownable, INode {
     function finishTask(address node, uint256 score, bool record, bool absent)
         external
         onlyTask
-        returns (bool available, uint256 vram, uint256 groupAvailable)
+        returns (bool available, uint256 vram, uint256 groupAvailable, uint8 taskTypes)
     {
         NodeInfo storage n = nodes[node];
         uint8 s = n.status;
@@ -259,7 +281,7 @@ contract Node is Ownable, INode {
             stats.updateNodes(-1, 0, -1);
             emit NodeKickedOut(node);
             _leave(node);
-            return (false, 0, 0);
+            return (false, 0, 0, 0);
         }
         n.taskId = 0;
         n.weight = uint8(w);
@@ -268,18 +290,18 @@ contract Node is Ownable, INode {
             n.status = AVAILABLE;
             _addAvailable(node, key, w);
             stats.updateNodes(0, 1, -1);
-            return (true, n.vram, groups[key].count);
+            return (true, n.vram, groups[key].count, groups[key].taskTypes);
         }
         if (s != PENDING_QUIT) {
             // an absent node is evidently not running: it is not selected again until it resumes
             n.status = PAUSED;
             stats.updateNodes(0, 0, -1);
             emit NodeStatusChanged(node, PAUSED);
-            return (false, 0, 0);
+            return (false, 0, 0, 0);
         }
         stats.updateNodes(-1, 0, -1);
         _leave(node);
-        return (false, 0, 0);
+        return (false, 0, 0, 0);
     }
 
     function slash(address node) external onlyTask {
@@ -303,10 +325,19 @@ contract Node is Ownable, INode {
     function getNodeInfo(address node)
         external
         view
-        returns (uint8 status, bytes32 groupKey, uint256 gpuVram, uint256 stake, uint256 weight, uint256 taskId)
+        returns (
+            uint8 status,
+            bytes32 groupKey,
+            uint256 gpuVram,
+            uint256 stake,
+            uint256 weight,
+            uint256 taskId,
+            uint8 taskTypes
+        )
     {
         NodeInfo memory n = nodes[node];
-        return (n.status, n.status == QUIT ? bytes32(0) : nodeGroup[node], n.vram, n.stake, n.weight, n.taskId);
+        bytes32 key = n.status == QUIT ? bytes32(0) : nodeGroup[node];
+        return (n.status, key, n.vram, n.stake, n.weight, n.taskId, groups[key].taskTypes);
     }
 
     function getNodeStatus(address node) external view returns (uint8) {
@@ -319,6 +350,16 @@ contract Node is Ownable, INode {
 
     function groupAvailableCount(bytes32 key) external view returns (uint256) {
         return groups[key].count;
+    }
+
+    /// A group's card memory, its available and joined node counts, and the task types it runs.
+    function getGroupInfo(bytes32 key)
+        external
+        view
+        returns (uint256 gpuVram, uint256 available, uint256 joined, uint8 taskTypes)
+    {
+        Group storage g = groups[key];
+        return (g.vram, g.count, g.joined, g.taskTypes);
     }
 
     function getGroupAvailableNodes(bytes32 key) external view returns (address[] memory list) {
@@ -334,11 +375,13 @@ contract Node is Ownable, INode {
         return activeGroups;
     }
 
-    function availableAtLeast(uint256 vram) external view returns (uint256 total) {
+    /// Available nodes that run `taskType` with gpuVram >= vram.
+    function availableAtLeast(uint8 taskType, uint256 vram) external view returns (uint256 total) {
         uint256 len = activeGroups.length;
+        uint8 bit = uint8(1 << taskType);
         for (uint256 i = 0; i < len; ++i) {
             Group storage g = groups[activeGroups[i]];
-            if (g.vram >= vram) total += g.count;
+            if (g.vram >= vram && g.taskTypes & bit != 0) total += g.count;
         }
     }
 
@@ -353,7 +396,7 @@ contract Node is Ownable, INode {
         if (root != address(0)) {
             key = nodeGroup[root];
             Group storage rg = groups[key];
-            if (rg.count < 3 || rg.vram < vramLimit) return false;
+            if (rg.count < 3 || rg.vram < vramLimit || rg.taskTypes & TASK_TYPES_GPT == 0) return false;
             selected[0] = root;
             _take(root, key, taskId);
             draw = 1;
@@ -363,7 +406,7 @@ contract Node is Ownable, INode {
             uint256 total;
             for (uint256 i = 0; i < len; ++i) {
                 Group storage g = groups[activeGroups[i]];
-                if (g.count >= 3 && g.vram >= vramLimit) {
+                if (g.count >= 3 && g.vram >= vramLimit && g.taskTypes & TASK_TYPES_GPT != 0) {
                     weights[i] = g.weightSum;
                     total += g.weightSum;
                 }
@@ -404,7 +447,7 @@ contract Node is Ownable, INode {
         return true;
     }
 
-    /// The groups with gpuVram >= vramLimit (zero weight for the others), their available count, and the index
+    /// The groups that run SD with gpuVram >= vramLimit (zero weight for the others), their available count, and the index
     /// of `root`'s group (max if none).
     function _eligibleGroups(uint256 vramLimit, address root)
         private
@@ -419,7 +462,7 @@ contract Node is Ownable, INode {
         for (uint256 i = 0; i < len; ++i) {
             bytes32 key = activeGroups[i];
             Group storage g = groups[key];
-            if (g.vram >= vramLimit) {
+            if (g.vram >= vramLimit && g.taskTypes & TASK_TYPES_SD != 0) {
                 keys[i] = key;
                 weights[i] = g.weightSum;
                 eligible += g.count;

@@ -102,6 +102,10 @@ contract Task is Ownable, ITask {
     uint256 public totalEscrow;
     mapping(address => uint256) public owed;
     uint256 public totalOwed;
+    /// Commitments whose (result, nonce) has been disclosed: a pair opens a commitment once, in one round of one
+    /// task. Otherwise a node could copy a partner's commitment word from the chain and open it with the pair the
+    /// partner discloses (paid without executing), or replay a pair disclosed in another task.
+    mapping(bytes32 => bool) public commitmentUsed;
 
     bool private transient locked;
 
@@ -160,6 +164,7 @@ contract Task is Ownable, ITask {
     error NothingOwed();
     error TransferFailed();
     error InvalidConfig();
+    error CommitmentReused();
 
     modifier nonReentrant() {
         if (locked) revert Reentrancy();
@@ -272,6 +277,7 @@ contract Task is Ownable, ITask {
         if (r.node != msg.sender) revert NotSelectedNode();
         if (r.commitPlace != 0) revert AlreadyCommitted();
         if (commitment == bytes32(0)) revert InvalidCommitment();
+        if (commitmentUsed[commitment]) revert CommitmentReused();
         if (block.timestamp > t.commitDeadline) revert CommitDeadlinePassed();
         uint8 place = t.commitCount + 1;
         t.commitCount = place;
@@ -366,12 +372,12 @@ contract Task is Ownable, ITask {
     }
 
     /// Called by the Node contract when a node joins or resumes: it may start the best queued task it can run.
-    function onNodeAvailable(address root, uint256 vram, uint256 groupAvailable) external {
+    function onNodeAvailable(address root, uint256 vram, uint256 groupAvailable, uint8 taskTypes) external {
         if (msg.sender != address(node)) revert Unauthorized();
         // A payment receiver re-entering Node while a Task call is under way: no dispatch in that case.
         if (locked) return;
         locked = true;
-        _dispatch(root, vram, groupAvailable);
+        _dispatch(root, vram, groupAvailable, taskTypes);
         locked = false;
     }
 
@@ -488,9 +494,9 @@ contract Task is Ownable, ITask {
         }
     }
 
-    function _dispatch(address root, uint256 vram, uint256 groupAvailable) private {
+    function _dispatch(address root, uint256 vram, uint256 groupAvailable, uint8 taskTypes) private {
         if (config.queued == 0) return;
-        uint256 taskId = queue.peekBest(vram, groupAvailable);
+        uint256 taskId = queue.peekBest(vram, groupAvailable, taskTypes);
         if (taskId == 0) return;
         TaskInfo storage t = tasks[taskId];
         uint256 seed = uint256(keccak256(abi.encode(block.prevrandao, t.taskHash, taskId)));
@@ -520,7 +526,12 @@ contract Task is Ownable, ITask {
             revert CommitmentsNotReady();
         }
         if (r.disclosePlace != 0) revert AlreadyDisclosed();
-        if (keccak256(abi.encodePacked(result, nonce)) != t.words[round]) revert CommitmentMismatch();
+        {
+            bytes32 opened = keccak256(abi.encodePacked(result, nonce));
+            if (opened != t.words[round]) revert CommitmentMismatch();
+            if (commitmentUsed[opened]) revert CommitmentReused();
+            commitmentUsed[opened] = true;
+        }
         bool isError = result.length == 0;
         if (!isError && (t.taskType == TASK_TYPE_GPT ? result.length != 32 : result.length % 8 != 0)) {
             revert InvalidResult();
@@ -656,8 +667,9 @@ contract Task is Ownable, ITask {
         address n = r.node;
         r.flags |= F_RELEASED;
         _noteReleased(t);
-        (bool available, uint256 vram, uint256 groupAvailable) = node.finishTask(n, score, record, absent);
-        if (available) _dispatch(n, vram, groupAvailable);
+        (bool available, uint256 vram, uint256 groupAvailable, uint8 taskTypes) =
+            node.finishTask(n, score, record, absent);
+        if (available) _dispatch(n, vram, groupAvailable, taskTypes);
         taskId;
     }
 

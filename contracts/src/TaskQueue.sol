@@ -5,7 +5,7 @@ import {Ownable} from "./Ownable.sol";
 import {ITaskQueue} from "./Interfaces.sol";
 
 interface INodeAvailability {
-    function availableAtLeast(uint256 vram) external view returns (uint256);
+    function availableAtLeast(uint8 taskType, uint256 vram) external view returns (uint256);
 }
 
 /// @title Queue of tasks waiting for nodes, ordered by value V = fee * 1000 / estimatedMs.
@@ -94,7 +94,7 @@ contract TaskQueue is Ownable, ITaskQueue {
         _remove(taskId);
     }
 
-    function peekBest(uint256 rootVram, uint256 groupAvailable) external view returns (uint256) {
+    function peekBest(uint256 rootVram, uint256 groupAvailable, uint8 rootTypes) external view returns (uint256) {
         uint256 bestKey;
         uint256 len = classes.length;
         for (uint256 i = 0; i < len; ++i) {
@@ -103,9 +103,11 @@ contract TaskQueue is Ownable, ITaskQueue {
             if (top <= bestKey) continue;
             uint256 vram = cls & ID_MASK;
             if (vram > rootVram) continue;
-            if (cls >> 64 == TASK_TYPE_GPT) {
+            uint256 taskType = cls >> 64;
+            if ((rootTypes >> taskType) & 1 == 0) continue;
+            if (taskType == TASK_TYPE_GPT) {
                 if (groupAvailable < 3) continue;
-            } else if (nodeContract.availableAtLeast(vram) < 3) {
+            } else if (nodeContract.availableAtLeast(uint8(taskType), vram) < 3) {
                 continue;
             }
             bestKey = top;

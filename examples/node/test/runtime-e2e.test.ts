@@ -1,4 +1,4 @@
-import { nodeAbi, taskAbi } from "@crynux/contracts";
+import { NodeTaskTypes, nodeAbi, taskAbi } from "@crynux/contracts";
 import { useAnvil } from "@crynux/contracts/testing/vitest";
 import type { CrynuxNode } from "@crynux/node-core";
 import { canonicalize, gptResultHash } from "@crynux/tasks";
@@ -64,6 +64,26 @@ async function expectedShares(taskId: bigint): Promise<bigint[]> {
 }
 
 describe("node runtime on anvil + relay", () => {
+  test("nodes without an SD engine join for GPT tasks only: none is available for SD tasks", async () => {
+    for (const node of net.nodes) {
+      const info = await net.anvil.publicClient.readContract({
+        address: net.deployment.node,
+        abi: nodeAbi,
+        functionName: "getNodeInfo",
+        args: [node.address],
+      });
+      expect(info[6]).toBe(NodeTaskTypes.GPT);
+    }
+    expect(
+      await net.anvil.publicClient.readContract({
+        address: net.deployment.node,
+        abi: nodeAbi,
+        functionName: "availableAtLeast",
+        args: [0, 0n],
+      }),
+    ).toBe(0n);
+  });
+
   test("a GPT task succeeds: paid by place, result on the relay equals the executor's output", async () => {
     const args = gptArgs("Tell me about the sea.");
     const taskId = await net.createTask(args);

@@ -1,4 +1,4 @@
-import { type CrynuxDeployment, deployCrynux, nodeAbi } from "@crynux/contracts";
+import { type CrynuxDeployment, deployCrynux, NodeTaskTypes, nodeAbi } from "@crynux/contracts";
 import { useAnvil } from "@crynux/contracts/testing/vitest";
 import { createTxSender, TxRevertedError } from "@crynux/node-core";
 import { createPublicClient, custom, http, type PublicClient } from "viem";
@@ -33,7 +33,7 @@ describe("transaction sender", () => {
         address: deployment.node,
         abi: nodeAbi,
         functionName: "join",
-        args: ["gpu", 8n, "rt"],
+        args: ["gpu", 8n, "rt", NodeTaskTypes.GPT],
         value: 1n,
       })
       .catch((e: unknown) => e);
@@ -51,7 +51,7 @@ describe("transaction sender", () => {
       address: deployment.node,
       abi: nodeAbi,
       functionName: "join",
-      args: ["gpu", 8n, "rt"],
+      args: ["gpu", 8n, "rt", NodeTaskTypes.GPT],
       value: STAKE,
     });
     const pause = sender.send({ address: deployment.node, abi: nodeAbi, functionName: "pause" });
@@ -73,7 +73,7 @@ describe("transaction sender", () => {
       address: deployment.node,
       abi: nodeAbi,
       functionName: "join",
-      args: ["gpu", 8n, "rt"],
+      args: ["gpu", 8n, "rt", NodeTaskTypes.GPT],
       value: STAKE,
     });
     // Another program spends the next nonce with the same key; the sender still believes it is free.
@@ -120,7 +120,7 @@ describe("transaction sender", () => {
       address: deployment.node,
       abi: nodeAbi,
       functionName: "join",
-      args: ["gpu", 8n, "rt"],
+      args: ["gpu", 8n, "rt", NodeTaskTypes.GPT],
       value: STAKE,
     });
     expect(sent.receipt.status).toBe("success");

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import {
   type CrynuxDeployment,
   deployCrynux,
+  NodeTaskTypes,
   nodeAbi,
   taskAbi,
   withSelectionGasMargin,
@@ -28,7 +29,7 @@ beforeAll(async () => {
         address: deployment.node,
         abi: nodeAbi,
         functionName: "join",
-        args: ["gpu", 8n, "rt"],
+        args: ["gpu", 8n, "rt", NodeTaskTypes.GPT],
         value: STAKE,
       });
     await anvil().publicClient.waitForTransactionReceipt({ hash });

@@ -88,7 +88,7 @@ export class Chain {
   }
 
   join(i: number): Promise<TransactionReceipt> {
-    return this.send(i, "node", "join", ["NVIDIA GeForce RTX 4090", 24n, "relay-test"], parseEther("400"));
+    return this.send(i, "node", "join", ["NVIDIA GeForce RTX 4090", 24n, "relay-test", 3], parseEther("400"));
   }
 
   async createTask(creator: number, taskType: 0 | 1, hash: Hex) {

@@ -107,7 +107,7 @@ async function send(
   return receipt;
 }
 
-const join = (i: number) => send(i, "node", "join", ["NVIDIA GeForce RTX 4090", 24n, "rt"], 400n * CNX);
+const join = (i: number) => send(i, "node", "join", ["NVIDIA GeForce RTX 4090", 24n, "rt", 3], 400n * CNX);
 
 let taskCounter = 0;
 async function createTask(options: { taskType?: number; vramLimit?: bigint; label?: string } = {}) {

@@ -1,6 +1,6 @@
 import { once } from "node:events";
 import net, { type Socket } from "node:net";
-import { type CrynuxDeployment, deployCrynux, nodeAbi, taskAbi } from "@crynux/contracts";
+import { type CrynuxDeployment, deployCrynux, NodeTaskTypes, nodeAbi, taskAbi } from "@crynux/contracts";
 import { type AnvilInstance, startAnvil } from "@crynux/contracts/testing";
 import { useAnvil } from "@crynux/contracts/testing/vitest";
 import {
@@ -69,7 +69,7 @@ const join = (i: number, gpu = "NVIDIA GeForce RTX 4090") =>
       address: addr.node,
       abi: nodeAbi,
       functionName: "join",
-      args: [gpu, 24n, "rt"],
+      args: [gpu, 24n, "rt", NodeTaskTypes.ALL],
       value: STAKE,
       gas: 10_000_000n,
     })
@@ -550,7 +550,11 @@ describe("reorgs", () => {
     const wallet = anvil().walletClient(7);
     const request = await wallet.prepareTransactionRequest({
       to: addr.node,
-      data: encodeFunctionData({ abi: nodeAbi, functionName: "join", args: ["other GPU", 16n, "rt"] }),
+      data: encodeFunctionData({
+        abi: nodeAbi,
+        functionName: "join",
+        args: ["other GPU", 16n, "rt", NodeTaskTypes.ALL],
+      }),
       value: STAKE,
       gas: 10_000_000n,
     });
@@ -695,7 +699,7 @@ describe("RPC errors", () => {
           address: deployment.node,
           abi: nodeAbi,
           functionName: "join",
-          args: ["GPU", 24n, "rt"],
+          args: ["GPU", 24n, "rt", NodeTaskTypes.ALL],
           value: STAKE,
         }),
       });

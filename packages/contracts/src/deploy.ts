@@ -142,13 +142,19 @@ export async function deployCrynux(
 
 /**
  * The Node contract's group key of a card: `keccak256(abi.encode(string gpuName, uint256 gpuVram, string
- * runtimeId))` (standard ABI encoding, not packed). GPT tasks run on 3 nodes of one group.
+ * runtimeId, uint8 taskTypes))` (standard ABI encoding, not packed). GPT tasks run on 3 nodes of one group;
+ * `taskTypes` is the set of task types the nodes run ({@link NodeTaskTypes}).
  */
-export function groupKey(gpuName: string, gpuVram: bigint | number, runtimeId: string): Hex {
+export function groupKey(
+  gpuName: string,
+  gpuVram: bigint | number,
+  runtimeId: string,
+  taskTypes: number,
+): Hex {
   return keccak256(
     encodeAbiParameters(
-      [{ type: "string" }, { type: "uint256" }, { type: "string" }],
-      [gpuName, BigInt(gpuVram), runtimeId],
+      [{ type: "string" }, { type: "uint256" }, { type: "string" }, { type: "uint8" }],
+      [gpuName, BigInt(gpuVram), runtimeId, taskTypes],
     ),
   );
 }

@@ -41,3 +41,16 @@ export const RoundFlag = {
   /** Missed the commit deadline while both partners committed. */
   ABSENT: 8,
 } as const;
+
+/**
+ * The `taskTypes` bits a node declares when it joins (`Node.join(gpuName, gpuVram, runtimeId, taskTypes)`), one
+ * bit per task type (`1 << taskType`): a node is only selected for the task types it declares.
+ */
+export const NodeTaskTypes = {
+  /** Stable Diffusion (task type 0): the node has an image engine. */
+  SD: 1,
+  /** GPT (task type 1). */
+  GPT: 2,
+  /** Both. */
+  ALL: 3,
+} as const;

@@ -167,11 +167,11 @@ describe.concurrent("no anvil outlives its process", () => {
 
   test.each(["exit", "drain"])("when the process ends by %s without stop()", async (mode) => {
     const { stdout } = await promisify(execFile)(process.execPath, ["--import", tsxLoader, fixture, mode], {
-      timeout: 30_000,
+      timeout: 110_000,
     });
     const { pid } = JSON.parse(stdout.trim()) as { pid: number };
     expect(await waitUntilGone(pid)).toBe(true);
-  });
+  }, 120_000);
 
   test("when the process is killed by SIGTERM", async () => {
     const child = spawn(process.execPath, ["--import", tsxLoader, fixture, "signal"], {
@@ -187,7 +187,7 @@ describe.concurrent("no anvil outlives its process", () => {
     child.kill("SIGTERM");
     expect(await exited).toBe("SIGTERM");
     expect(await waitUntilGone(pid)).toBe(true);
-  });
+  }, 120_000);
 });
 
 describe("useAnvil", () => {

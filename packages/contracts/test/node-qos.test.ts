@@ -1,6 +1,6 @@
 import { type Address, createWalletClient, type Hex, http, keccak256, parseEther, toHex } from "viem";
 import { describe, expect, test } from "vitest";
-import { CNX, type Crynux, GPT, PENALTY, STAKE, Status, useCrynux } from "./helpers/crynux.js";
+import { CNX, type Crynux, GPT, PENALTY, SD, STAKE, Status, useCrynux } from "./helpers/crynux.js";
 
 const crynux = useCrynux();
 const R: Hex = keccak256(toHex("r"));
@@ -147,7 +147,7 @@ describe("access control", () => {
     await expect(c.tx(1, "node", "selectNodes", [1n, 1, 0n, 0n, a])).rejects.toThrow(/Unauthorized/);
     await expect(c.tx(1, "node", "finishTask", [a, 20n, true, false])).rejects.toThrow(/Unauthorized/);
     await expect(c.tx(1, "node", "slash", [a])).rejects.toThrow(/Unauthorized/);
-    await expect(c.tx(1, "task", "onNodeAvailable", [a, 24n, 3n])).rejects.toThrow(/Unauthorized/);
+    await expect(c.tx(1, "task", "onNodeAvailable", [a, 24n, 3n, 3])).rejects.toThrow(/Unauthorized/);
     await expect(c.tx(1, "taskQueue", "push", [1n, 1, 0n, 1n])).rejects.toThrow(/Unauthorized/);
     await expect(c.tx(1, "taskQueue", "remove", [1n])).rejects.toThrow(/Unauthorized/);
     await expect(c.tx(1, "qos", "recordTask", [a, 0n])).rejects.toThrow(/Unauthorized/);
@@ -327,5 +327,58 @@ describe("deployCrynux options and deferred payments", () => {
     const w = await c.tx(25, "task", "withdraw", []);
     expect((await c.balance(creator)) - before + w.gasUsed * w.effectiveGasPrice).toBe(3n * CNX);
     expect(await c.read("task", "totalOwed")).toBe(0n);
+  });
+});
+
+describe("task types a node declares", () => {
+  const SD_ONLY = 1;
+  const GPT_ONLY = 2;
+
+  test("join refuses an empty or unknown set; the set is part of the group and of getNodeInfo", async () => {
+    const c = crynux();
+    await expect(c.join(1, "A", 24n, "rt", STAKE, 0)).rejects.toThrow(/InvalidTaskTypes/);
+    await expect(c.join(1, "A", 24n, "rt", STAKE, 4)).rejects.toThrow(/InvalidTaskTypes/);
+    await c.join(1, "A", 24n, "rt", STAKE, GPT_ONLY);
+    await c.join(2, "A", 24n, "rt", STAKE, SD_ONLY);
+    const [n1, n2] = [await c.nodeInfo(c.account(1)), await c.nodeInfo(c.account(2))];
+    expect([n1.taskTypes, n2.taskTypes]).toEqual([GPT_ONLY, SD_ONLY]);
+    expect(n1.groupKey).not.toBe(n2.groupKey);
+    expect(await c.read("node", "getGroupInfo", [n1.groupKey])).toEqual([24n, 1n, 1n, GPT_ONLY]);
+  });
+
+  test("GPT-only nodes are never selected for SD tasks, SD-only nodes never for GPT tasks", async () => {
+    const c = crynux();
+    for (const i of [1, 2, 3]) await c.join(i, "G", 24n, "rt", STAKE, GPT_ONLY);
+    for (const i of [4, 5, 6]) await c.join(i, "S", 24n, "rt", STAKE, SD_ONLY);
+    expect(await c.read("node", "availableAtLeast", [SD, 0n])).toBe(3n);
+    expect(await c.read("node", "availableAtLeast", [GPT, 0n])).toBe(3n);
+    const gptNodes = new Set([1, 2, 3].map((i) => c.account(i)));
+    const sdNodes = new Set([4, 5, 6].map((i) => c.account(i)));
+    const sd = await c.createTask(CREATOR, { taskType: SD });
+    expect(sd.nodes.every((n) => sdNodes.has(n))).toBe(true);
+    const gpt = await c.createTask(CREATOR, { taskType: GPT });
+    expect(gpt.nodes.every((n) => gptNodes.has(n))).toBe(true);
+    // Every node is busy now: a second SD task is queued. Then only the GPT nodes are freed.
+    const sd2 = await c.createTask(CREATOR, { taskType: SD });
+    expect(sd2.queued).toBe(true);
+    await complete(c, gpt.taskId, gpt.nodes);
+    // The GPT nodes are free again but must not take the queued SD task.
+    expect((await c.getTask(sd2.taskId)).state).toBe(1); // QUEUED
+    for (const i of [1, 2, 3]) expect(await c.status(i)).toBe(Status.AVAILABLE);
+    await complete(c, sd.taskId, sd.nodes);
+    // Freed SD nodes dispatch it.
+    const started = await c.getTask(sd2.taskId);
+    expect(started.state).toBe(2); // RUNNING
+    expect(started.nodes.every((n) => sdNodes.has(n))).toBe(true);
+  });
+
+  test("a node running both joins a group that serves both task types", async () => {
+    const c = crynux();
+    for (const i of [1, 2, 3]) await c.join(i, "B", 24n, "rt", STAKE, SD_ONLY | GPT_ONLY);
+    const sd = await c.createTask(CREATOR, { taskType: SD });
+    expect(sd.nodes).toHaveLength(3);
+    await complete(c, sd.taskId, sd.nodes);
+    const gpt = await c.createTask(CREATOR, { taskType: GPT });
+    expect(gpt.nodes).toHaveLength(3);
   });
 });

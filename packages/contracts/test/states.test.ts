@@ -1,6 +1,6 @@
 import { describe, expect, test } from "vitest";
-import { NodeStatus, RoundFlag, TaskState } from "../src/states.js";
-import { CNX, GPT, useCrynux } from "./helpers/crynux.js";
+import { NodeStatus, NodeTaskTypes, RoundFlag, TaskState } from "../src/states.js";
+import { CNX, GPT, SD, useCrynux } from "./helpers/crynux.js";
 
 const crynux = useCrynux();
 
@@ -17,6 +17,15 @@ describe("TaskState, NodeStatus and RoundFlag mirror the contracts", () => {
     for (const [name, value] of Object.entries(NodeStatus)) {
       expect(await c.read("node", name), name).toBe(value);
     }
+  });
+
+  test("the task-type bits are the Node contract's TASK_TYPES_* constants (1 << task type)", async () => {
+    const c = crynux();
+    expect(await c.read("node", "TASK_TYPES_SD")).toBe(NodeTaskTypes.SD);
+    expect(await c.read("node", "TASK_TYPES_GPT")).toBe(NodeTaskTypes.GPT);
+    expect(NodeTaskTypes.SD).toBe(1 << SD);
+    expect(NodeTaskTypes.GPT).toBe(1 << GPT);
+    expect(NodeTaskTypes.ALL).toBe(NodeTaskTypes.SD | NodeTaskTypes.GPT);
   });
 
   test("keys are in the order of their numbers (name lists are built from them)", () => {

@@ -1,6 +1,7 @@
 import { type Address, type Hex, keccak256, toHex } from "viem";
 import { describe, expect, test } from "vitest";
 import { groupKey, taskCommitment } from "../src/deploy.js";
+import { NodeTaskTypes } from "../src/states.js";
 import {
   CNX,
   type Crynux,
@@ -39,7 +40,7 @@ describe("encodings", () => {
     );
     const joined = c.events(receipt, "NodeJoined")[0]!;
     expect(joined.args.groupKey).toBe(
-      groupKey("NVIDIA GeForce RTX 4090", 24n, "node-llama-cpp@3.22.1/cpu/t1/b512/c4096"),
+      groupKey("NVIDIA GeForce RTX 4090", 24n, "node-llama-cpp@3.22.1/cpu/t1/b512/c4096", NodeTaskTypes.ALL),
     );
     expect((await c.nodeInfo(c.account(1))).groupKey).toBe(joined.args.groupKey);
     // commitment: checked by a disclosure that the contract accepts
@@ -127,7 +128,7 @@ describe("GPT lifecycle", () => {
     if (t.state === TaskState.RUNNING) {
       const keys = await Promise.all(t.nodes.map(async (n) => (await c.nodeInfo(n)).groupKey));
       expect(new Set(keys).size).toBe(1);
-      expect(keys[0]).toBe(groupKey("A", 24n, "rt"));
+      expect(keys[0]).toBe(groupKey("A", 24n, "rt", NodeTaskTypes.ALL));
     }
   });
 

@@ -1,4 +1,4 @@
-import { nodeAbi } from "@crynux/contracts";
+import { NodeTaskTypes, nodeAbi } from "@crynux/contracts";
 import { type Address, type Hex, zeroHash } from "viem";
 import { readContract } from "viem/actions";
 import { type CrynuxBaseClient, NODE_STATUSES, type NodeStatusName } from "./types.js";
@@ -10,7 +10,7 @@ export type GetNodeInfoReturnType = {
   status: NodeStatusName;
   /** The on-chain number of `status` (0 QUIT … 5 PAUSED). */
   statusCode: number;
-  /** `groupKey(gpuName, gpuVram, runtimeId)`; `null` for a node that is not joined. */
+  /** `groupKey(gpuName, gpuVram, runtimeId, taskTypes)`; `null` for a node that is not joined. */
   groupKey: Hex | null;
   gpuVram: bigint;
   /** Stake held, in wei. */
@@ -19,6 +19,8 @@ export type GetNodeInfoReturnType = {
   weight: number;
   /** The task the node is bound to, `null` when none. */
   taskId: bigint | null;
+  /** The task types the node runs, as declared when it joined: `"sd"`, `"gpt"` (empty when not joined). */
+  taskTypes: ("sd" | "gpt")[];
 };
 
 export type GetNodeInfoErrorType = never;
@@ -28,13 +30,16 @@ export async function getNodeInfo(
   client: CrynuxBaseClient,
   { address, blockNumber }: GetNodeInfoParameters,
 ): Promise<GetNodeInfoReturnType> {
-  const [statusCode, groupKey, gpuVram, stake, weight, taskId] = await readContract(client.publicClient, {
-    address: client.contracts.node,
-    abi: nodeAbi,
-    functionName: "getNodeInfo",
-    args: [address],
-    ...(blockNumber === undefined ? {} : { blockNumber }),
-  });
+  const [statusCode, groupKey, gpuVram, stake, weight, taskId, taskTypes] = await readContract(
+    client.publicClient,
+    {
+      address: client.contracts.node,
+      abi: nodeAbi,
+      functionName: "getNodeInfo",
+      args: [address],
+      ...(blockNumber === undefined ? {} : { blockNumber }),
+    },
+  );
   const status = NODE_STATUSES[statusCode];
   if (status === undefined) throw new RangeError(`Unknown node status ${statusCode}.`);
   return {
@@ -46,5 +51,9 @@ export async function getNodeInfo(
     stake,
     weight: Number(weight),
     taskId: taskId === 0n ? null : taskId,
+    taskTypes: [
+      ...((taskTypes & NodeTaskTypes.SD) !== 0 ? (["sd"] as const) : []),
+      ...((taskTypes & NodeTaskTypes.GPT) !== 0 ? (["gpt"] as const) : []),
+    ],
   };
 }

@@ -1,4 +1,4 @@
-import { nodeAbi, taskAbi } from "@crynux/contracts";
+import { NodeTaskTypes, nodeAbi, taskAbi } from "@crynux/contracts";
 import {
   estimateMillis,
   type FeeSuggestion,
@@ -120,11 +120,11 @@ async function freeTriples(client: CrynuxBaseClient, taskType: TaskType, vramLim
       address: contracts.node,
       abi: nodeAbi,
       functionName: "availableAtLeast",
-      args: [vramLimit],
+      args: [TaskType.SD, vramLimit],
     });
     return Math.floor(Number(available) / 3);
   }
-  // GPT runs on 3 nodes of one group: count the triples within each group.
+  // GPT runs on 3 nodes of one group: count the triples within each group that runs GPT with enough memory.
   const groups = await readContract(publicClient, {
     address: contracts.node,
     abi: nodeAbi,
@@ -135,10 +135,16 @@ async function freeTriples(client: CrynuxBaseClient, taskType: TaskType, vramLim
       readContract(publicClient, {
         address: contracts.node,
         abi: nodeAbi,
-        functionName: "groupAvailableCount",
+        functionName: "getGroupInfo",
         args: [key],
       }),
     ),
   );
-  return counts.reduce((sum, count) => sum + Math.floor(Number(count) / 3), 0);
+  return counts.reduce(
+    (sum, [gpuVram, available, , taskTypes]) =>
+      (taskTypes & NodeTaskTypes.GPT) !== 0 && gpuVram >= vramLimit
+        ? sum + Math.floor(Number(available) / 3)
+        : sum,
+    0,
+  );
 }

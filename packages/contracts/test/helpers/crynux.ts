@@ -23,6 +23,7 @@ import {
   taskQueueAbi,
   treasuryAbi,
 } from "../../src/generated/index.js";
+import { NodeTaskTypes } from "../../src/states.js";
 import type { AnvilInstance, StartAnvilOptions } from "../../src/testing/index.js";
 import { useAnvil } from "../../src/testing/vitest.js";
 
@@ -163,15 +164,16 @@ export class Crynux {
     gpuVram = 24n,
     runtimeId = "llama@1/cpu/t1",
     stake = STAKE,
+    taskTypes: number = NodeTaskTypes.ALL,
   ) {
-    return this.tx(i, "node", "join", [gpuName, gpuVram, runtimeId], stake);
+    return this.tx(i, "node", "join", [gpuName, gpuVram, runtimeId, taskTypes], stake);
   }
 
   async nodeInfo(address: Address) {
-    const [status, groupKey, gpuVram, stake, weight, taskId] = await this.read<
-      [number, Hex, bigint, bigint, bigint, bigint]
+    const [status, groupKey, gpuVram, stake, weight, taskId, taskTypes] = await this.read<
+      [number, Hex, bigint, bigint, bigint, bigint, number]
     >("node", "getNodeInfo", [address]);
-    return { status, groupKey, gpuVram, stake, weight, taskId };
+    return { status, groupKey, gpuVram, stake, weight, taskId, taskTypes };
   }
 
   async status(i: number | Address): Promise<number> {

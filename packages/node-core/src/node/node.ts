@@ -3,6 +3,7 @@ import { createRelayClient, type RelayClient } from "@crynux/client";
 import {
   type CrynuxDeployment,
   NodeStatus as NodeStatusCode,
+  NodeTaskTypes,
   nodeAbi,
   qosAbi,
   taskAbi,
@@ -332,8 +333,14 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
           abi: nodeAbi,
           functionName: "stakeAmount",
         }));
-      logger.info("joining", { ...card, runtimeId: parameters.gpt.runtimeId, stake });
-      await sendNode("join", [card.gpuName, BigInt(card.gpuVram), parameters.gpt.runtimeId], stake);
+      // SD only with an image engine: a node is selected only for the task types it declares.
+      const taskTypes = NodeTaskTypes.GPT | (parameters.sd ? NodeTaskTypes.SD : 0);
+      logger.info("joining", { ...card, runtimeId: parameters.gpt.runtimeId, taskTypes, stake });
+      await sendNode(
+        "join",
+        [card.gpuName, BigInt(card.gpuVram), parameters.gpt.runtimeId, taskTypes],
+        stake,
+      );
     } else if (status === "PAUSED" && parameters.resumeIfPaused) {
       await sendNode("resume");
     } else {
