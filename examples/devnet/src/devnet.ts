@@ -3,7 +3,7 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { defaultCacheDir } from "./model.js";
-import { type Devnet, startDevnet } from "./network.js";
+import { type Devnet, devnetEnv, startDevnet } from "./network.js";
 import { onShutdownSignal } from "./signals.js";
 
 const USAGE = `Usage:
@@ -93,6 +93,9 @@ function describe(devnet: Devnet): string {
           "  npm run devnet -- faucet 0x… 10",
         ]
       : []),
+    "",
+    "SDK (the dApp quick start of packages/client/README.md reads these; paste them into your shell)",
+    ...Object.entries(devnetEnv(devnet)).map(([name, value]) => `  export ${name}='${value}'`),
     "",
   ];
   return lines.join("\n");

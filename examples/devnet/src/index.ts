@@ -4,6 +4,7 @@ export {
   childPids,
   type Devnet,
   type DevnetAccount,
+  devnetEnv,
   type StartDevnetOptions,
   startDevnet,
 } from "./network.js";

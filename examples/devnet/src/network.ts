@@ -378,6 +378,21 @@ export async function startDevnet(options: StartDevnetOptions = {}): Promise<Dev
   }
 }
 
+/**
+ * Environment variables for an application on this devnet, as the dApp quick start of
+ * packages/client/README.md reads them: chain, relay, contracts, a funded key (the first spare user account)
+ * and the model the nodes serve. `npm run devnet` prints them as `export` lines.
+ */
+export function devnetEnv(devnet: Devnet): Record<string, string> {
+  return {
+    CRYNUX_RPC_URL: devnet.urls.rpc,
+    CRYNUX_RELAY_URL: devnet.urls.relay,
+    CRYNUX_CONTRACTS: JSON.stringify(devnet.contracts),
+    CRYNUX_PRIVATE_KEY: devnet.accounts.users[0]!.privateKey,
+    CRYNUX_MODEL: devnet.model.ref,
+  };
+}
+
 /** Children of a process, from /proc (Linux); empty where /proc is not available. */
 export function childPids(parent: number): number[] {
   let entries: string[];

@@ -1,7 +1,8 @@
 import { nodeAbi } from "@crynux/contracts";
 import { parseCnx } from "@crynux/pricing";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { type Devnet, startDevnet } from "../src/network.js";
+import { readmeSnippets } from "../../../test-support/readme.js";
+import { type Devnet, devnetEnv, startDevnet } from "../src/network.js";
 import {
   type ChatResult,
   type CheaterResult,
@@ -78,6 +79,26 @@ describe("the devnet demo", () => {
     expect(queue.startOrder).toEqual(queue.valueOrder);
     for (const settlement of queue.settlements) expectSplitEqualsFeeShares(settlement);
   }, 240_000);
+
+  test("the client README's dApp quick start runs as written against this devnet", async () => {
+    const readme = readmeSnippets(new URL("../../../packages/client/", import.meta.url));
+    const env = devnetEnv(devnet);
+    const saved = Object.fromEntries(Object.keys(env).map((name) => [name, process.env[name]]));
+    Object.assign(process.env, env);
+    try {
+      const logs = await readme.run(1);
+      const lines = logs.map((args) => args.join(" "));
+      expect(lines.slice(0, 3)).toEqual(["started", "committed", "success"]);
+      expect(lines[3]).toMatch(/^task \d+ paid 0\.\d+ CNX: \S/);
+      say(`client README snippet: ${lines[3]}`);
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+      readme.cleanup();
+    }
+  }, 180_000);
 
   test("(4) a node that alters its output is slashed: stake to the treasury, its share back to the creator", async () => {
     const stakeAmount = await devnet.anvil.publicClient.readContract({
