@@ -13,6 +13,7 @@ import {
 } from "@crynux/tasks";
 import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
 import { HTTPException } from "hono/http-exception";
 import { streamSSE } from "hono/streaming";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
@@ -47,6 +48,8 @@ export type BridgeAppConfig = {
   walletReserveWei: bigint;
   keepAliveMs: number;
   maxBodyBytes: number;
+  /** Origins allowed to call from a browser (`*`: any); none or empty: no CORS headers. */
+  cors?: readonly string[] | undefined;
 };
 
 export type BridgeAppDeps = {
@@ -301,6 +304,22 @@ export function createBridgeApp(deps: BridgeAppDeps): Hono<BridgeEnv> {
     });
   }
 
+  const allowedOrigins = config.cors ?? [];
+  if (allowedOrigins.length > 0) {
+    // Registered first, so that preflights are answered before authentication (browsers send them without the
+    // Authorization header) and error responses carry the headers too: a page must be able to read them.
+    app.use(
+      "*",
+      cors({
+        origin: allowedOrigins.includes("*") ? "*" : [...allowedOrigins],
+        allowMethods: ["GET", "POST", "OPTIONS"],
+        allowHeaders: ["Authorization", "Content-Type", "Idempotency-Key"],
+        exposeHeaders: ["x-request-id", "x-crynux-task-id", "x-crynux-tx-hash", "retry-after"],
+        maxAge: 600,
+      }),
+    );
+  }
+
   app.get("/health", (c) => c.json({ status: "ok" }));
 
   // Bounds what is read even when a client streams a body without a content-length.
@@ -448,7 +467,8 @@ export function createBridgeApp(deps: BridgeAppDeps): Hono<BridgeEnv> {
   });
 
   const ownRecord = async (key: ApiKey, id: string): Promise<TaskRecord> => {
-    const record = await store.get(key.name, id);
+    // Ids are Idempotency-Keys or UUIDs; anything else exists nowhere, and a NUL would make PostgreSQL fail (500).
+    const record = IDEMPOTENCY_KEY.test(id) ? await store.get(key.name, id) : null;
     if (!record)
       throw new BridgeError(`No task '${id}' for this API key.`, {
         status: 404,
@@ -515,6 +535,19 @@ export function createBridgeApp(deps: BridgeAppDeps): Hono<BridgeEnv> {
         { error: { message: error.message, type: "invalid_request_error", param: null, code: null } },
         error.status,
       );
+    // The client closed the connection mid-body ("aborted" while reading it): not a fault of the bridge.
+    if (isClientAbort(error))
+      return c.json(
+        {
+          error: {
+            message: "The request body could not be read: the client closed the connection.",
+            type: "invalid_request_error",
+            param: null,
+            code: "request_aborted",
+          },
+        },
+        400,
+      );
     onInternalError(error);
     return c.json(
       { error: { message: "Internal error.", type: "api_error", param: null, code: "internal_error" } },
@@ -523,6 +556,15 @@ export function createBridgeApp(deps: BridgeAppDeps): Hono<BridgeEnv> {
   });
 
   return app;
+}
+
+/** Node's error for an incoming request whose connection closed before its body was read. */
+function isClientAbort(error: unknown): boolean {
+  return (
+    error instanceof Error &&
+    error.message === "aborted" &&
+    (error as NodeJS.ErrnoException).code === "ECONNRESET"
+  );
 }
 
 function modelObject(id: string, model: BridgeModel, created: number) {

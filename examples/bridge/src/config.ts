@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { DTYPES, SD_TASK_VERSIONS } from "@crynux/tasks";
 import { getAddress, type Hex, isAddress, isHex } from "viem";
@@ -17,6 +17,19 @@ const privateKey = z
   .refine((value) => isHex(value) && value.length === 66, "must be a 32-byte 0x-prefixed hex private key")
   .transform((value) => value as Hex);
 const vramLimit = z.int().min(0).max(1024).optional();
+/** A web origin (`scheme://host[:port]`, as browsers send it in `Origin`), or `*` for any. */
+const corsOrigin = z.union([
+  z.literal("*"),
+  z
+    .url({ protocol: /^https?$/ })
+    .refine((value) => {
+      // zod runs this check even when the url check failed; that one reports it.
+      if (!URL.canParse(value)) return true;
+      const url = new URL(value);
+      return url.pathname === "/" && !url.search && !url.hash && !url.username && !url.password;
+    }, "must be an origin (scheme://host[:port]) without path, query or credentials")
+    .transform((value) => new URL(value).origin),
+]);
 
 /** `dataDir` value that keeps the PGlite database in memory (PGlite's own spelling). */
 export const IN_MEMORY = "memory://";
@@ -150,6 +163,12 @@ export const bridgeConfigSchema = z
       .int()
       .positive()
       .default(2 * 1024 * 1024),
+    /**
+     * Web origins whose pages may call the API from a browser (CORS), e.g. `["https://chat.example.com"]`;
+     * `["*"]` allows every origin. Default none: browsers then refuse cross-origin calls. API keys travel in the
+     * Authorization header, never in cookies, so an allowed origin gains nothing without a key.
+     */
+    cors: z.array(corsOrigin).default([]),
   })
   .refine((config) => config.contracts !== undefined || config.deploymentFile !== undefined, {
     message: "contracts is required unless a deploymentFile is given",
@@ -169,7 +188,7 @@ export type BridgeConfig = z.output<typeof bridgeConfigSchema> & {
 };
 
 /** Environment variables, each overriding the config file's field of the same meaning. */
-export const BRIDGE_ENV: Record<string, { path: string[]; kind: "string" | "int" }> = {
+export const BRIDGE_ENV: Record<string, { path: string[]; kind: "string" | "int" | "list" }> = {
   CRYNUX_BRIDGE_HOST: { path: ["host"], kind: "string" },
   CRYNUX_BRIDGE_PORT: { path: ["port"], kind: "int" },
   CRYNUX_BRIDGE_RPC_URL: { path: ["rpcUrl"], kind: "string" },
@@ -186,6 +205,8 @@ export const BRIDGE_ENV: Record<string, { path: string[]; kind: "string" | "int"
   CRYNUX_BRIDGE_TASK_TIMEOUT_MS: { path: ["taskTimeoutMs"], kind: "int" },
   CRYNUX_BRIDGE_RELAY_WAIT_MS: { path: ["relayWaitMs"], kind: "int" },
   CRYNUX_BRIDGE_MAX_BODY_BYTES: { path: ["maxBodyBytes"], kind: "int" },
+  /** Comma-separated origins. */
+  CRYNUX_BRIDGE_CORS: { path: ["cors"], kind: "list" },
 };
 
 export type LoadBridgeConfigParameters = {
@@ -206,6 +227,15 @@ export async function loadBridgeConfig(parameters: LoadBridgeConfigParameters = 
   let input: Record<string, unknown> = {};
   if (file) {
     input = await readJsonFile(file, "config file");
+    // A config file gets copied, committed and pasted into bug reports; the wallet key does not belong in it.
+    if (input["privateKey"] !== undefined)
+      throw new BridgeConfigError(
+        `The config file ${file} holds the wallet's private key itself; that is refused.`,
+        {
+          details:
+            "Remove privateKey from the file; set CRYNUX_BRIDGE_PRIVATE_KEY, or privateKeyFile / CRYNUX_BRIDGE_PRIVATE_KEY_FILE naming a key file with mode 600.",
+        },
+      );
     const base = dirname(resolve(file));
     for (const key of ["dataDir", "deploymentFile", "privateKeyFile"] as const) {
       const value = input[key];
@@ -216,7 +246,15 @@ export async function loadBridgeConfig(parameters: LoadBridgeConfigParameters = 
   for (const [name, { path, kind }] of Object.entries(BRIDGE_ENV)) {
     const raw = env[name];
     if (raw === undefined || raw === "") continue;
-    const value = kind === "int" && /^-?[0-9]+$/.test(raw) ? Number(raw) : raw;
+    const value =
+      kind === "int" && /^-?[0-9]+$/.test(raw)
+        ? Number(raw)
+        : kind === "list"
+          ? raw
+              .split(",")
+              .map((item) => item.trim())
+              .filter((item) => item !== "")
+          : raw;
     let target = input;
     for (const key of path.slice(0, -1)) {
       const next = target[key];
@@ -250,7 +288,19 @@ export async function resolveBridgeConfig(input: BridgeConfigInput | BridgeConfi
   if (config.dataDir !== IN_MEMORY) config.dataDir = resolve(config.dataDir);
   let key = config.privateKey;
   if (key === undefined && config.privateKeyFile) {
-    const text = (await readText(resolve(config.privateKeyFile), "private key file")).trim();
+    const keyFile = resolve(config.privateKeyFile);
+    let mode: number;
+    try {
+      mode = (await stat(keyFile)).mode;
+    } catch (cause) {
+      throw new BridgeConfigError(`Cannot read the private key file ${keyFile}.`, { cause });
+    }
+    // Refused rather than warned about: other users of the machine could already have copied the key.
+    if (process.platform !== "win32" && (mode & 0o077) !== 0)
+      throw new BridgeConfigError(
+        `The private key file ${keyFile} can be read or written by other users (mode ${(mode & 0o777).toString(8)}); chmod 600 it (or 400).`,
+      );
+    const text = (await readText(keyFile, "private key file")).trim();
     const checked = privateKey.safeParse(text.startsWith("0x") ? text : `0x${text}`);
     if (!checked.success)
       throw new BridgeConfigError(`The private key file ${config.privateKeyFile} holds no key.`);

@@ -27,7 +27,7 @@ afterAll(async () => {
 
 describe("bridge config", () => {
   test("file, then CRYNUX_BRIDGE_* env, then overrides; relative paths from the file; key and deployment files", async () => {
-    await writeFile(path.join(dir, "key.txt"), `${KEY.slice(2)}\n`);
+    await writeFile(path.join(dir, "key.txt"), `${KEY.slice(2)}\n`, { mode: 0o600 });
     await writeFile(
       path.join(dir, "deployment.json"),
       JSON.stringify({ ...ADDRESSES, chainId: 31337, blockNumber: 5 }),

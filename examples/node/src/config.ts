@@ -111,8 +111,8 @@ export const nodeConfigSchema = z.strictObject({
     })
     .prefault({}),
   /**
-   * An image engine for SD tasks. Without one the node stays out of an SD task it is selected for (it does
-   * not commit, so it takes the absence penalty): run GPT-only nodes where SD tasks are not expected.
+   * An image engine for SD tasks. The node declares the task types it runs when it joins (part of its group
+   * key): SD only with an engine here. Without one it joins for GPT only and is never selected for SD tasks.
    */
   sd: z
     .discriminatedUnion("kind", [
@@ -336,7 +336,7 @@ export async function resolveNodeConfig(
     chainId ??= deployedOn;
   }
 
-  const account = await resolveAccount(config.account, context.env, abs, warnings);
+  const account = await resolveAccount(config.account, context.env, abs, context.file);
   return {
     ...config,
     file: context.file,
@@ -363,17 +363,31 @@ async function resolveAccount(
   account: ParsedConfig["account"],
   env: Map<string, string> | undefined,
   abs: (field: string, value: string) => string,
-  warnings: string[],
+  file: string | undefined,
 ): Promise<NodeConfig["account"]> {
   let key: Hex;
   let source: NodeConfig["account"]["source"];
   if (account.privateKey) {
-    key = account.privateKey;
     source = env?.has("account.privateKey") ? "env" : "config";
+    // A config file gets copied, committed and pasted into bug reports; the key belongs in the environment or
+    // in a file of its own. (An object passed in code, with no file, is the caller's business.)
+    if (source === "config" && file !== undefined)
+      throw new NodeConfigError(`The config file ${file} holds the private key itself; that is refused.`, {
+        issues: [
+          {
+            path: "account.privateKey",
+            message:
+              "remove it from the file; set CRYNUX_NODE_PRIVATE_KEY or account.privateKeyFile (a key file with mode 600)",
+          },
+        ],
+      });
+    key = account.privateKey;
   } else if (account.privateKeyFile) {
     const keyFile = abs("account.privateKeyFile", account.privateKeyFile);
     let text: string;
+    let mode: number;
     try {
+      mode = (await stat(keyFile)).mode;
       text = await readFile(keyFile, "utf8");
     } catch (cause) {
       throw new NodeConfigError(`Cannot read the key file ${keyFile}.`, {
@@ -381,6 +395,19 @@ async function resolveAccount(
         cause,
       });
     }
+    // Refused rather than warned about: other users of the machine could already have copied the key.
+    if (process.platform !== "win32" && (mode & 0o077) !== 0)
+      throw new NodeConfigError(
+        `The key file ${keyFile} can be read or written by other users (mode ${(mode & 0o777).toString(8)}).`,
+        {
+          issues: [
+            {
+              path: "account.privateKeyFile",
+              message: `mode ${(mode & 0o777).toString(8)} is refused: chmod 600 ${keyFile} (or 400)`,
+            },
+          ],
+        },
+      );
     const parsed = privateKey.safeParse(text.trim());
     if (!parsed.success)
       // The content is never echoed: it is (almost) a key.
@@ -389,17 +416,12 @@ async function resolveAccount(
       });
     key = parsed.data;
     source = "file";
-    const mode = (await stat(keyFile)).mode;
-    if (process.platform !== "win32" && (mode & 0o077) !== 0)
-      warnings.push(
-        `The key file ${keyFile} can be read by other users (mode ${(mode & 0o777).toString(8)}); chmod 600 it.`,
-      );
   } else {
     throw new NodeConfigError("No private key for the node's account.", {
       issues: [
         {
           path: "account",
-          message: "set account.privateKeyFile, account.privateKey or CRYNUX_NODE_PRIVATE_KEY",
+          message: "set CRYNUX_NODE_PRIVATE_KEY or account.privateKeyFile (a key file with mode 600)",
         },
       ],
     });

@@ -245,6 +245,8 @@ describe("the CLI without a running node reads and writes the chain", () => {
   test("status, pause, resume, quit, and a refused pause", async () => {
     await node.stop();
     const configFile = join(dir, "cli.json");
+    // Keys only from a key file that nobody else may read (or the environment), never inline.
+    await writeFile(join(dir, "node.key"), anvil().accounts[NODE_ACCOUNT]!.privateKey, { mode: 0o600 });
     await writeFile(
       configFile,
       JSON.stringify({
@@ -254,7 +256,7 @@ describe("the CLI without a running node reads and writes the chain", () => {
           contracts: { node: deployment.node, task: deployment.task },
         },
         relayUrl: relay.url,
-        account: { privateKey: anvil().accounts[NODE_ACCOUNT]!.privateKey },
+        account: { privateKeyFile: join(dir, "node.key") },
         stateDir,
         pollingIntervalMs: 100,
         api: { port: await freePort() },
@@ -297,7 +299,7 @@ describe("the CLI without a running node reads and writes the chain", () => {
           contracts: { node: deployment.node, task: deployment.task },
         },
         relayUrl: relay.url,
-        account: { privateKey: anvil().accounts[NODE_ACCOUNT]!.privateKey },
+        account: { privateKeyFile: join(dir, "node.key") },
         stateDir,
         api: { port: await freePort() },
       }),

@@ -130,12 +130,19 @@ describe("node config", () => {
     expect(config.log).toEqual({ level: "debug", format: "pretty" });
   });
 
-  test("CRYNUX_NODE_* variables override the file; a readable key file is warned about", async () => {
+  test("CRYNUX_NODE_* variables override the file; a key file others may read is refused", async () => {
     const sub = join(dir, "env");
     await import("node:fs/promises").then((fs) => fs.mkdir(sub, { recursive: true }));
     await writeFile(join(sub, "open.key"), KEY, { mode: 0o644 });
+    await writeFile(join(sub, "own.key"), KEY, { mode: 0o600 });
     const file = join(sub, "node.json");
-    await writeFile(file, JSON.stringify({ ...minimal(), account: { privateKeyFile: "open.key" } }));
+    await writeFile(file, JSON.stringify({ ...minimal(), account: { privateKeyFile: "own.key" } }));
+    const openFile = join(sub, "open.json");
+    await writeFile(openFile, JSON.stringify({ ...minimal(), account: { privateKeyFile: "open.key" } }));
+    const refused = await loadNodeConfig({ file: openFile, env: {} }).catch((e: unknown) => e);
+    expect((refused as NodeConfigError).issues).toEqual([
+      { path: "account.privateKeyFile", message: expect.stringMatching(/mode 644 is refused: chmod 600/) },
+    ]);
     const config = await loadNodeConfig({
       file,
       cwd: "/somewhere",
@@ -157,8 +164,7 @@ describe("node config", () => {
     expect(config.stateDir).toBe("/somewhere/state");
     expect(config.sd).toEqual({ kind: "automatic1111", url: "http://sd.test:7860" });
     expect(config.log.format).toBe("pretty");
-    expect(config.warnings).toHaveLength(1);
-    expect(config.warnings[0]).toMatch(/can be read by other users.*chmod 600/);
+    expect(config.warnings).toEqual([]);
 
     const fromEnvKey = await loadNodeConfig({
       file,
@@ -241,12 +247,12 @@ describe("node config", () => {
       await issuesOf({ chain: { rpcUrl: "http://127.0.0.1:8545" }, relayUrl: "http://r", account: {} }),
     ).toEqual(["chain.contracts: required unless chain.deploymentFile is given"]);
     expect(await issuesOf({ ...minimal(), account: {} })).toEqual([
-      "account: set account.privateKeyFile, account.privateKey or CRYNUX_NODE_PRIVATE_KEY",
+      "account: set CRYNUX_NODE_PRIVATE_KEY or account.privateKeyFile (a key file with mode 600)",
     ]);
     expect(await issuesOf({ ...minimal(), account: { privateKeyFile: "missing.key" } })).toEqual([
       `account.privateKeyFile: cannot read ${join(dir, "missing.key")}`,
     ]);
-    await writeFile(join(dir, "garbage.key"), "not a key");
+    await writeFile(join(dir, "garbage.key"), "not a key", { mode: 0o600 });
     expect(await issuesOf({ ...minimal(), account: { privateKeyFile: "garbage.key" } })).toEqual([
       "account.privateKeyFile: must hold one 0x-prefixed 32-byte hex key",
     ]);

@@ -5,8 +5,11 @@ export class CanonicalJsonError extends CrynuxError {
   override name = "CanonicalJsonError";
   /** JSON-pointer-like path of the offending value (`$` is the root). */
   readonly path: string;
-  constructor(reason: string, path: string) {
-    super(`Cannot canonicalize the value at ${path}: ${reason}.`, { docsPath: "tasks.md#canonical-json" });
+  constructor(reason: string, path: string, options: { cause?: unknown } = {}) {
+    super(`Cannot canonicalize the value at ${path}: ${reason}.`, {
+      docsPath: "tasks.md#canonical-json",
+      cause: options.cause,
+    });
     this.path = path;
   }
 }
@@ -26,7 +29,15 @@ export class CanonicalJsonError extends CrynuxError {
  */
 export function canonicalize(value: unknown): string {
   const out: string[] = [];
-  write(value, "$", out, new Set());
+  try {
+    write(value, "$", out, new Set());
+  } catch (error) {
+    if (error instanceof CanonicalJsonError) throw error;
+    // A nesting deeper than the stack (RangeError), a throwing getter or a revoked proxy: still a typed error.
+    throw new CanonicalJsonError("the value could not be read (nested too deeply, or a getter threw)", "$", {
+      cause: error,
+    });
+  }
   return out.join("");
 }
 

@@ -150,7 +150,14 @@ function parseHfRef(ref: string, rest: string, explicitScheme: boolean): HfModel
  * parseModelRef("file:/models/tiny.gguf") // { kind: "file", path: "/models/tiny.gguf" }
  */
 export function parseModelRef(ref: string): ModelRef {
-  if (typeof ref !== "string") throw new ModelRefError(String(ref), "a model reference is a string");
+  if (typeof ref !== "string") {
+    // String() of an object may throw (null prototype, hostile toString); the type is enough to say.
+    const shown =
+      ref !== null && (typeof ref === "object" || typeof ref === "function")
+        ? `(a non-string ${typeof ref})`
+        : String(ref);
+    throw new ModelRefError(shown, "a model reference is a string");
+  }
   if (ref.trim() !== ref || ref.length === 0) {
     throw new ModelRefError(ref, "it is empty or has leading/trailing whitespace");
   }

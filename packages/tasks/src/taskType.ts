@@ -19,7 +19,12 @@ export class UnknownTaskTypeError extends CrynuxError {
   override name = "UnknownTaskTypeError";
   readonly taskType: unknown;
   constructor(taskType: unknown) {
-    super(`Unknown task type ${String(taskType)}: expected 0 (SD) or 1 (GPT).`);
+    // String() of an object may throw (null prototype, hostile toString); the type is enough to say.
+    const shown =
+      taskType !== null && (typeof taskType === "object" || typeof taskType === "function")
+        ? `(a value of type ${typeof taskType})`
+        : String(taskType);
+    super(`Unknown task type ${shown}: expected 0 (SD) or 1 (GPT).`);
     this.taskType = taskType;
   }
 }
