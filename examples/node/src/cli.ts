@@ -11,6 +11,7 @@ import { jsonSafe } from "./api.js";
 import { connectChain, readChainNodeStatus, sendNodeAction } from "./chain.js";
 import { loadNodeConfig, type NodeConfig } from "./config.js";
 import { EXIT, NodeProgramError, UsageError } from "./errors.js";
+import { armFaultInjection, FAULT_DIR_ENV } from "./fault.js";
 import { initNode } from "./init.js";
 import { createLogger } from "./logger.js";
 import { findApiUrl, type RunningNodeProgram, startNodeProgram } from "./program.js";
@@ -172,6 +173,8 @@ async function start(config: NodeConfig, io: Output): Promise<number> {
       process.off("SIGTERM", onSignal);
     }
   }
+  const faultDir = process.env[FAULT_DIR_ENV];
+  if (faultDir) armFaultInjection(program.node, faultDir, logger);
   if (signalled) void stop(EXIT.ok);
   const code = await done;
   process.off("SIGINT", onSignal);

@@ -13,15 +13,20 @@ import type { GptExecutor } from "../executor/gptExecutor.js";
 import { detectCard, type NodeCard } from "./card.js";
 import { NodeRuntimeError, NodeStoppedError, TxRevertedError } from "./errors.js";
 import { type NodeLogger, silentLogger } from "./logger.js";
-import { advanceTask, type SdTaskExecutor, type TaskPipelineContext } from "./pipeline.js";
+import { advanceTask, type SdTaskExecutor, type TaskActivity, type TaskPipelineContext } from "./pipeline.js";
 import { type NodeStore, openNodeStore, type TaskOutcome, type TaskRecord } from "./store.js";
 import { createTxSender, type TxSender } from "./txSender.js";
 import { type ChainWatcher, createChainWatcher, type NodeChainEvent } from "./watcher.js";
 
+/** A Node contract status by its constant name (`AVAILABLE`, `BUSY`, `PAUSED`, …). */
 export type NodeChainStatus = keyof typeof NodeStatusCode;
 /** Node statuses of the Node contract, by their number (from `NodeStatus` of @crynux/contracts). */
 export const NODE_STATUSES = Object.keys(NodeStatusCode) as readonly NodeChainStatus[];
 
+/**
+ * Options of {@link createNode}: the account and viem clients, the deployment, the relay, the GPU and
+ * executors it offers, and where it keeps its state.
+ */
 export type CreateNodeParameters = {
   /** The node's account (defaults to the wallet client's); a local account signs relay requests too. */
   account?: LocalAccount | undefined;
@@ -54,6 +59,10 @@ export type CreateNodeParameters = {
   logger?: NodeLogger | undefined;
 };
 
+/**
+ * A snapshot of a node for operators: its on-chain status, current task, finished tasks by outcome, earnings
+ * (wei), QoS and loaded models.
+ */
 export type NodeStatus = {
   address: Address;
   chainStatus: NodeChainStatus;
@@ -74,6 +83,8 @@ export type NodeEvents = {
   taskStarted: [{ taskId: bigint; round: number }];
   /** A task record changed step (emitted before the node goes on: a listener may stop the node here). */
   taskStep: [TaskRecord];
+  /** A moment inside a step (arguments received, transaction sent, upload); emitted before the node goes on. */
+  taskActivity: [TaskActivity];
   taskDone: [{ taskId: bigint; outcome: TaskOutcome }];
   /** A step failed and will be retried. */
   taskError: [{ taskId: bigint; error: unknown }];
@@ -83,6 +94,10 @@ export type NodeEvents = {
   watcherError: [unknown];
 };
 
+/**
+ * A Crynux node created by {@link createNode}: start and stop it, change its on-chain status, and watch it
+ * through `events` and `status()`.
+ */
 export type CrynuxNode = {
   readonly address: Address;
   readonly events: EventEmitter<NodeEvents>;
@@ -96,6 +111,7 @@ export type CrynuxNode = {
   resume(): Promise<NodeChainStatus>;
   /** AVAILABLE / PAUSED → QUIT (stake back); BUSY → PENDING_QUIT (leaves once its task ends). */
   quit(): Promise<NodeChainStatus>;
+  /** Reads the node's state (task records from the store, status, QoS and stake from the chain). */
   status(): Promise<NodeStatus>;
   /** The node's store, once started. */
   readonly store: NodeStore | undefined;
@@ -282,7 +298,9 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
       signal,
       argsWaitMs: parameters.argsWaitMs ?? 30_000,
       uploadWaitMs: 30_000,
+      confirmations,
       onStep: (record) => events.emit("taskStep", record),
+      onActivity: (activity) => events.emit("taskActivity", activity),
     };
 
     watcher = createChainWatcher({

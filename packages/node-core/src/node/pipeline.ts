@@ -20,6 +20,10 @@ import type { TxSender } from "./txSender.js";
 
 /** The SD executor a node may run (built on an SD engine); only its result shape matters here. */
 export type SdTaskExecutor = {
+  /**
+   * Runs the SD task; `result` is the on-chain result (8-byte big-endian pHash per image, concatenated) of
+   * the PNG `images`.
+   */
   execute(
     args: SdTaskArgs,
     options?: { signal?: AbortSignal },
@@ -29,6 +33,20 @@ export type SdTaskExecutor = {
 const F_RELEASED = RoundFlag.RELEASED;
 const F_SLASHED = RoundFlag.SLASHED;
 const F_ABSENT = RoundFlag.ABSENT;
+
+/**
+ * Moments inside a step that no persisted step marks, reported as they happen (synchronously, before the
+ * pipeline goes on), for logs, metrics and fault injection: a crash at any of them must be recoverable.
+ * - `argsReceived`: the arguments came from the relay and match the chain; execution starts next.
+ * - `txSent`: a transaction of the task was accepted by the RPC; its receipt has not been seen.
+ * - `uploadStarted` / `uploadDone`: result node, the result files are being sent to the relay / the relay
+ *   stored them (the `uploaded` step is persisted right after).
+ */
+export type TaskActivity =
+  | { kind: "argsReceived"; taskId: bigint }
+  | { kind: "txSent"; taskId: bigint; functionName: string; hash: Hex }
+  | { kind: "uploadStarted"; taskId: bigint }
+  | { kind: "uploadDone"; taskId: bigint };
 
 /** What the pipeline needs; the node builds one per running node. */
 export type TaskPipelineContext = {
@@ -47,8 +65,15 @@ export type TaskPipelineContext = {
   argsWaitMs: number;
   /** How long one `advance` keeps retrying a result upload the relay is not ready for, in ms. */
   uploadWaitMs: number;
+  /**
+   * Blocks the release of this node's round must be buried under before the task is done for it (the node's
+   * confirmation depth; default 0): until then a reorg can still drop the transactions that ended it.
+   */
+  confirmations?: number | undefined;
   /** Called after each persisted step change (synchronously, before the next step starts). */
   onStep?: ((record: TaskRecord) => void) | undefined;
+  /** Called at each {@link TaskActivity} (synchronously). */
+  onActivity?: ((activity: TaskActivity) => void) | undefined;
 };
 
 /** What one `advance` achieved: the task is over for this node, or it waits for the chain or the relay. */
@@ -112,7 +137,13 @@ async function advanceOnce(ctx: TaskPipelineContext, taskId: bigint): Promise<Ad
     return finish(ctx, record, "vanished");
   }
   const mine = chain.rounds[record.round]!;
-  if (mine.flags & F_RELEASED) return finish(ctx, record, outcomeOf(chain, mine.flags));
+  if (mine.flags & F_RELEASED) {
+    // A finished task is never looked at again: a release that a reorg could still undo would leave the
+    // dropped transactions (disclosure, upload report) unsent.
+    if (!(await releaseConfirmed(ctx, taskId, record.round, chain.blockNumber)))
+      return { done: false, reason: "waiting for the release to be confirmed", retryInMs: 500 };
+    return finish(ctx, record, outcomeOf(chain, mine.flags));
+  }
 
   const commitCount = chain.rounds.filter((r) => r.commitPlace > 0).length;
   const commitOpen = chain.state === TaskState.RUNNING && chain.now <= chain.commitDeadline;
@@ -233,6 +264,25 @@ async function readChain(ctx: TaskPipelineContext, taskId: bigint): Promise<Chai
   };
 }
 
+async function releaseConfirmed(
+  ctx: TaskPipelineContext,
+  taskId: bigint,
+  round: number,
+  latest: bigint,
+): Promise<boolean> {
+  const depth = BigInt(ctx.confirmations ?? 0);
+  if (depth === 0n) return true;
+  if (latest < depth) return false;
+  const [, , , flags] = await ctx.publicClient.readContract({
+    address: ctx.contracts.task,
+    abi: taskAbi,
+    functionName: "getRound",
+    args: [taskId, BigInt(round)],
+    blockNumber: latest - depth,
+  });
+  return (flags & F_RELEASED) !== 0;
+}
+
 function outcomeOf(chain: ChainView, flags: number): TaskOutcome {
   if (flags & F_SLASHED) return "slashed";
   if (flags & F_ABSENT) return "absent";
@@ -311,6 +361,7 @@ async function send(
     args,
     ...(SETTLING_CALLS.has(functionName) ? { minGas: SETTLEMENT_GAS_FLOOR } : {}),
     signal: ctx.signal,
+    onSent: (hash) => ctx.onActivity?.({ kind: "txSent", taskId, functionName, hash }),
     onHash: async (hash) => {
       await ctx.store.updateTask(taskId, (r) =>
         r ? { ...r, txs: { ...r.txs, [functionName]: hash }, pendingTx: { functionName, hash } } : undefined,
@@ -384,6 +435,8 @@ async function execute(
 
   let output: NonNullable<TaskRecord["output"]>;
   let images: Uint8Array[] | undefined;
+  ctx.onActivity?.({ kind: "argsReceived", taskId });
+  if (ctx.signal.aborted) throw new NodeStoppedError();
   ctx.logger.info("executing", { taskId, taskType: record.taskType });
   try {
     const units = workUnits(answer.taskType, answer.rawArgs);
@@ -448,6 +501,7 @@ async function uploadResults(ctx: TaskPipelineContext, taskId: bigint, record: T
     output.response !== undefined
       ? { response: parseGptResponse(output.response) as GptResponse }
       : { images: await ctx.store.readImages(taskId, output.imageCount ?? 0) };
+  ctx.onActivity?.({ kind: "uploadStarted", taskId });
   try {
     await ctx.relay.uploadResults(taskId, results, { waitMs: ctx.uploadWaitMs, signal: ctx.signal });
   } catch (error) {
@@ -456,6 +510,7 @@ async function uploadResults(ctx: TaskPipelineContext, taskId: bigint, record: T
     throw error;
   }
   ctx.logger.info("results uploaded", { taskId });
+  ctx.onActivity?.({ kind: "uploadDone", taskId });
   return true;
 }
 

@@ -36,6 +36,7 @@ export type CreateTxSenderParameters = {
   onRetry?: (info: { functionName: string; attempt: number; error: unknown }) => void;
 };
 
+/** A contract call to send: address, ABI, function and arguments, the value in wei and a least gas limit. */
 export type SendTransactionParameters = {
   address: Address;
   abi: Abi;
@@ -50,12 +51,20 @@ export type SendTransactionParameters = {
   minGas?: bigint;
   /** Called with the hash before the transaction is broadcast (local accounts) or right after: persist it. */
   onHash?: (hash: Hex) => Promise<void> | void;
+  /**
+   * Called once the RPC accepted the transaction, before its receipt is awaited (observability: a crash
+   * right after it leaves a transaction the restarted node must find by its stored hash). What it throws
+   * is ignored.
+   */
+  onSent?: (hash: Hex) => void;
   /** Aborts waiting (the transaction may still land; its hash was given to `onHash`). */
   signal?: AbortSignal;
 };
 
+/** A mined transaction: its hash and successful receipt. */
 export type SentTransaction = { hash: Hex; receipt: TransactionReceipt };
 
+/** Sends a node's transactions one at a time with locally managed nonces (see {@link createTxSender}). */
 export type TxSender = {
   readonly address: Address;
   /**
@@ -113,7 +122,12 @@ export function createTxSender(parameters: CreateTxSenderParameters): TxSender {
     } catch (error) {
       throw asRevert(error, p.functionName) ?? error;
     }
-    const nonce = nextNonce ?? (await resyncNonce());
+    let nonce = nextNonce ?? (await resyncNonce());
+    // A reorg drops mined transactions of ours, and they do not come back to the pool: the chain's count is
+    // then below the local one, and a transaction sent with the local nonce would wait behind the gap (no
+    // error, no receipt) until the receipt timeout.
+    const onChain = await publicClient.getTransactionCount({ address: account.address, blockTag: "pending" });
+    if (onChain < nonce) nonce = onChain;
     const data = encodeFunctionData({
       abi: fullAbi,
       functionName: p.functionName,
@@ -149,6 +163,11 @@ export function createTxSender(parameters: CreateTxSenderParameters): TxSender {
       await p.onHash?.(hash);
     }
     nextNonce = nonce + 1;
+    try {
+      p.onSent?.(hash);
+    } catch {
+      // An observer's failure must not make a broadcast transaction look failed: it would be sent again.
+    }
     const receipt = await waitForReceipt(hash, p.signal);
     if (receipt.status !== "success") {
       // Replay it on the current state to learn the contract's reason (usually the same one).
