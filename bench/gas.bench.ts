@@ -5,6 +5,11 @@
 import { deployCrynux, nodeAbi, taskAbi, taskCommitment, withSelectionGasMargin } from "@crynux/contracts";
 import { startAnvil } from "@crynux/contracts/testing";
 import { type Abi, type Hex, keccak256, parseEther, parseEventLogs, toHex } from "viem";
+import { writeResults } from "./lib.js";
+
+/** The original Crynux Helium contracts, steady state (/work/shared/reference/original-gas.md). */
+const ORIGINAL = { gptTask: 2_800_000n, sdTask: 3_030_000n };
+const TARGET_SHARE = 0.6;
 
 const anvil = await startAnvil({ accounts: 80, balanceEther: 1_000_000 });
 try {
@@ -27,7 +32,8 @@ try {
     } as never;
     const gas = withSelectionGasMargin(await anvil.publicClient.estimateContractGas(request));
     const hash = await anvil.walletClient(from).writeContract({ ...(request as object), gas } as never);
-    const receipt = await anvil.publicClient.waitForTransactionReceipt({ hash });
+    // A generous timeout: on a loaded shared machine a receipt can take minutes (viem gives up after 3).
+    const receipt = await anvil.publicClient.waitForTransactionReceipt({ hash, timeout: 600_000 });
     if (receipt.status !== "success") throw new Error(`${functionName} reverted`);
     return receipt;
   };
@@ -49,6 +55,7 @@ try {
       fee,
     );
     if (marks.has(n)) queuedAt.set(n, receipt.gasUsed);
+    if (n % 250 === 0) console.error(`[gas] ${n} tasks queued`);
   }
   for (const [n, gas] of queuedAt)
     rows.push([`createTask, queued behind ${n} task${n === 1 ? "" : "s"}`, gas]);
@@ -61,58 +68,67 @@ try {
       fresh.node,
       nodeAbi,
       "join",
-      ["NVIDIA GeForce RTX 4090", 24n, "node-llama-cpp@3.22.1/cpu/t1/b512/c4096"],
+      ["NVIDIA GeForce RTX 4090", 24n, "node-llama-cpp@3.22.1/cpu/t1/b512/c4096", 3],
       parseEther("400"),
     );
     rows.push([`join (node ${i})`, receipt.gasUsed]);
   }
-  const result = keccak256(toHex("result"));
-  const full: [string, bigint][] = [];
-  for (let task = 0; task < 2; task++) {
-    full.length = 0;
-    const created = await send(
-      4,
-      fresh.task,
-      taskAbi,
-      "createTask",
-      [1, keccak256(toHex(`t${task}`)), keccak256(toHex("d")), 0n, 256n],
-      parseEther("1"),
-    );
-    full.push(["createTask (starts at once)", created.gasUsed]);
-    const started = parseEventLogs({ abi: taskAbi, logs: created.logs, eventName: "TaskStarted" });
-    const taskId = started[0]!.args.taskId;
-    const nodeOf = (round: number) =>
-      anvil.accounts.findIndex(
-        (a) => a.address.toLowerCase() === started[round]!.args.selectedNode.toLowerCase(),
+  // The second of two tasks is the steady state: the first also pays for first-time storage writes.
+  const fullTask = async (taskType: 0 | 1, result: Hex, cap: bigint) => {
+    const full: [string, bigint][] = [];
+    for (let task = 0; task < 2; task++) {
+      full.length = 0;
+      const created = await send(
+        4,
+        fresh.task,
+        taskAbi,
+        "createTask",
+        [taskType, keccak256(toHex(`t${taskType}-${task}`)), keccak256(toHex("d")), 0n, cap],
+        parseEther("1"),
       );
-    const nonce = (round: number) => keccak256(toHex(`n${task}${round}`));
-    for (const round of [0, 1, 2]) {
-      const receipt = await send(nodeOf(round), fresh.task, taskAbi, "submitCommitment", [
-        taskId,
-        BigInt(round),
-        taskCommitment(result, nonce(round)),
-      ]);
-      full.push([`submitCommitment #${round + 1}`, receipt.gasUsed]);
+      full.push(["createTask (starts at once)", created.gasUsed]);
+      const started = parseEventLogs({ abi: taskAbi, logs: created.logs, eventName: "TaskStarted" });
+      const taskId = started[0]!.args.taskId;
+      const nodeOf = (round: number) =>
+        anvil.accounts.findIndex(
+          (a) => a.address.toLowerCase() === started[round]!.args.selectedNode.toLowerCase(),
+        );
+      const nonce = (round: number) => keccak256(toHex(`n${taskType}-${task}-${round}`));
+      for (const round of [0, 1, 2]) {
+        const receipt = await send(nodeOf(round), fresh.task, taskAbi, "submitCommitment", [
+          taskId,
+          BigInt(round),
+          taskCommitment(result, nonce(round)),
+        ]);
+        full.push([`submitCommitment #${round + 1}`, receipt.gasUsed]);
+      }
+      for (const round of [0, 1, 2]) {
+        const receipt = await send(nodeOf(round), fresh.task, taskAbi, "disclose", [
+          taskId,
+          BigInt(round),
+          result,
+          nonce(round),
+        ]);
+        full.push([`disclose #${round + 1}`, receipt.gasUsed]);
+      }
+      const uploaded = await send(nodeOf(0), fresh.task, taskAbi, "reportResultsUploaded", [taskId, 0n]);
+      full.push(["reportResultsUploaded", uploaded.gasUsed]);
     }
-    for (const round of [0, 1, 2]) {
-      const receipt = await send(nodeOf(round), fresh.task, taskAbi, "disclose", [
-        taskId,
-        BigInt(round),
-        result,
-        nonce(round),
-      ]);
-      full.push([`disclose #${round + 1}`, receipt.gasUsed]);
-    }
-    const uploaded = await send(nodeOf(0), fresh.task, taskAbi, "reportResultsUploaded", [taskId, 0n]);
-    full.push(["reportResultsUploaded", uploaded.gasUsed]);
-  }
-  rows.push(...full.map(([what, gas]) => [`${what} (2nd task)`, gas] as [string, bigint]));
-  const total = full.reduce((sum, [, gas]) => sum + gas, 0n);
+    return { calls: full, total: full.reduce((sum, [, gas]) => sum + gas, 0n) };
+  };
+  console.error("[gas] full GPT and SD tasks");
+  const gpt = await fullTask(1, keccak256(toHex("result")), 256n);
+  rows.push(...gpt.calls.map(([what, gas]) => [`${what} (2nd task)`, gas] as [string, bigint]));
+  const total = gpt.total;
   rows.push(["full successful GPT task (8 transactions)", total]);
+  // 48 bytes of results (6 images × an 8-byte pHash), as in the original's measurement.
+  const sd = await fullTask(0, toHex(new Uint8Array(48).map((_, i) => i + 1)), 6n);
+  rows.push(["full successful SD task, 6 images (48-byte result, 8 transactions)", sd.total]);
 
   // createTask (starts at once) as the number of node groups grows: selection walks the groups that have an
   // available node (at most maxGroups, 64 by default). Group 0 has the 3 nodes a GPT task needs; every other
   // group has one node. Each measurement runs on a snapshot that is reverted afterwards.
+  console.error("[gas] createTask by node groups");
   const grouped = await deployCrynux(anvil.walletClient(0), anvil.publicClient);
   const byGroups = new Map<number, { gpt: bigint; sd: bigint }>();
   let groupsJoined = 0;
@@ -126,7 +142,7 @@ try {
           grouped.node,
           nodeAbi,
           "join",
-          [`GPU ${groupsJoined}`, 24n, "rt"],
+          [`GPU ${groupsJoined}`, 24n, "rt", 3],
           parseEther("400"),
         );
       }
@@ -155,8 +171,9 @@ try {
   const lines = ["### gas (anvil, gasUsed from receipts)", "", "| call | gas |", "|---|---:|"];
   for (const [what, gas] of rows) lines.push(`| ${what} | ${gas.toLocaleString("en-US")} |`);
   console.log(lines.join("\n"));
+  const share = (ours: bigint, original: bigint) => ((Number(ours) / Number(original)) * 100).toFixed(1);
   console.log(
-    `\nFull GPT task: ${((Number(total) / 2_800_000) * 100).toFixed(1)} % of the original Helium contracts' 2.80 M (target ≤ 60 %).`,
+    `\nFull GPT task: ${share(total, ORIGINAL.gptTask)} % of the original Helium contracts' 2.80 M; full SD task: ${share(sd.total, ORIGINAL.sdTask)} % of 3.03 M (target ≤ ${TARGET_SHARE * 100} %).`,
   );
   const g = (n: number) => Number(queuedAt.get(n)!);
   console.log(
@@ -167,6 +184,14 @@ try {
   console.log(
     `createTask grows by ~${per("gpt")} gas (GPT) / ~${per("sd")} gas (SD) per node group with an available node; maxGroups (64 by default) bounds it.\n`,
   );
+  writeResults("gas", {
+    rows: rows.map(([name, gas]) => ({ name, gas })),
+    fullTask: {
+      gpt: { gas: total, original: ORIGINAL.gptTask },
+      sd: { gas: sd.total, original: ORIGINAL.sdTask, resultBytes: 48 },
+      targetShare: TARGET_SHARE,
+    },
+  });
 } finally {
   await anvil.stop();
 }

@@ -17,7 +17,7 @@ import {
 } from "@crynux/node-core";
 import { renderChatTemplate } from "@crynux/tasks";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
-import { report } from "./lib.js";
+import { report, writeResults } from "./lib.js";
 
 const cache = join(import.meta.dirname, ".cache");
 const source = join(cache, "qwen2.5-0.5b-shape-f16.gguf");
@@ -71,6 +71,8 @@ const maxNewTokens = 32;
 const rounds = 5;
 const speedRows = [];
 const ratios: string[] = [];
+/** GptExecutor tokens/s over bare node-llama-cpp tokens/s, by quantization. */
+const executorOverBare: Record<string, { prefill: number; decode: number }> = {};
 for (const target of ["Q4_0", "Q8_0"] as const) {
   const path = quantized[target]!;
   const sha256 = await fileSha256(path);
@@ -155,6 +157,7 @@ for (const target of ["Q4_0", "Q8_0"] as const) {
       samples: rounds,
     });
   }
+  executorOverBare[target] = { prefill: e.prefill / b.prefill, decode: e.decode / b.decode };
   ratios.push(
     `${target}: prefill ${(e.prefill / b.prefill).toFixed(3)}, decode ${(e.decode / b.decode).toFixed(3)}`,
   );
@@ -163,7 +166,8 @@ for (const target of ["Q4_0", "Q8_0"] as const) {
   await executor.dispose();
 }
 await llama.dispose();
-report(`gpt tokens per second (${runtimeId(profile)}; ops/s = tokens/s)`, speedRows);
+const speedTitle = `gpt tokens per second (${runtimeId(profile)}; ops/s = tokens/s)`;
+report(speedTitle, speedRows, "gpt");
 console.log(`GptExecutor / bare ratio — ${ratios.join("; ")}\n`);
 
 // 3. Peak RSS of a process that serves the Q4_0 model.
@@ -178,3 +182,10 @@ const { maxRssBytes } = JSON.parse(out.trim().split("\n").at(-1)!) as { maxRssBy
 console.log(
   `Peak RSS serving the 0.5B-shape Q4_0 model (${(statSync(quantized.Q4_0!).size / 2 ** 20).toFixed(0)} MiB file): ${(maxRssBytes / 2 ** 20).toFixed(0)} MiB\n`,
 );
+writeResults("gpt", {
+  title: speedTitle,
+  runtimeId: runtimeId(profile),
+  rows: speedRows,
+  executorOverBare,
+  peakRssMiB: maxRssBytes / 2 ** 20,
+});

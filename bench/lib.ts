@@ -1,5 +1,54 @@
 import { mkdirSync, writeFileSync } from "node:fs";
+import { arch, availableParallelism, cpus, loadavg, release, totalmem, type } from "node:os";
 import { join } from "node:path";
+
+/** The folder every suite writes its `<suite>.json` into, and the summary reads from. */
+export const RESULTS_DIR = join(import.meta.dirname, "results");
+
+/** The machine a figure was taken on: figures from different machines are not comparable. */
+export type Machine = {
+  cpu: string;
+  cores: number;
+  memoryGiB: number;
+  node: string;
+  os: string;
+  /** 1-minute load average when the suite finished: above the core count, the machine was shared. */
+  loadAverage1m: number;
+};
+
+export function describeMachine(): Machine {
+  return {
+    cpu: cpus()[0]?.model.trim() ?? "unknown",
+    cores: availableParallelism(),
+    memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    node: process.version,
+    os: `${type()} ${release()} ${arch()}`,
+    loadAverage1m: Math.round(loadavg()[0]! * 100) / 100,
+  };
+}
+
+/**
+ * Writes `bench/results/<file>.json`: the suite's own figures with when, where and on what they were taken.
+ * The summary (`bench/summary.ts`) reads these files, so a suite's headline figures must be in them.
+ */
+export function writeResults(file: string, data: Record<string, unknown>): void {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  writeFileSync(
+    join(RESULTS_DIR, `${file}.json`),
+    `${JSON.stringify(
+      {
+        suite: file,
+        node: process.version,
+        platform: `${process.platform}-${process.arch}`,
+        date: new Date().toISOString(),
+        machine: describeMachine(),
+        ...data,
+      },
+      (_, value) => (typeof value === "bigint" ? value.toString() : value),
+      2,
+    )}\n`,
+  );
+}
 
 /** One measured operation. */
 export type BenchRow = {
@@ -45,8 +94,11 @@ export function measure(
   return row;
 }
 
-/** Prints rows as a Markdown table (ready to paste into a README) and writes them as JSON. */
-export function report(suite: string, rows: BenchRow[]): void {
+/**
+ * Prints rows as a Markdown table (ready to paste into a README) and writes them as JSON, to
+ * `bench/results/<file>.json` (default: the title in kebab case).
+ */
+export function report(suite: string, rows: BenchRow[], file?: string): void {
   const lines = [
     `### ${suite}`,
     "",
@@ -60,23 +112,7 @@ export function report(suite: string, rows: BenchRow[]): void {
     ),
   ];
   console.log(lines.join("\n") + "\n");
-  const dir = join(import.meta.dirname, "results");
-  mkdirSync(dir, { recursive: true });
-  const file = join(dir, `${suite.toLowerCase().replace(/[^a-z0-9]+/g, "-")}.json`);
-  writeFileSync(
-    file,
-    JSON.stringify(
-      {
-        suite,
-        node: process.version,
-        platform: `${process.platform}-${process.arch}`,
-        date: new Date().toISOString(),
-        rows,
-      },
-      null,
-      2,
-    ),
-  );
+  writeResults(file ?? suite.toLowerCase().replace(/[^a-z0-9]+/g, "-"), { title: suite, rows });
 }
 
 function formatMs(ms: number): string {

@@ -28,6 +28,7 @@ import {
 import type { GptTaskArgsInput } from "@crynux/tasks";
 import { http, parseEther } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
+import { writeResults } from "./lib.js";
 
 const TASKS = 10;
 const CARD = { gpuName: "Bench CPU", gpuVram: 8 };
@@ -47,6 +48,8 @@ const args = (i: number): GptTaskArgsInput =>
 const percentile = (sorted: number[], q: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!;
 const rows: string[] = [];
+/** The headline figures, for bench/results/node.json (the summary reads them). */
+const figures: Record<string, unknown> = { tasks: TASKS };
 
 // ---------------------------------------------------------------------------------------------- overhead
 {
@@ -133,6 +136,11 @@ const rows: string[] = [];
     }
     for (const xs of [overheads, totals, inference]) xs.sort((a, b) => a - b);
     const fmt = (ms: number) => `${ms.toFixed(0)} ms`;
+    const summary = (xs: number[]) => ({ p50: percentile(xs, 0.5), p90: percentile(xs, 0.9) });
+    figures["endToEndMs"] = summary(totals);
+    figures["inferenceMs"] = summary(inference);
+    figures["overheadMs"] = summary(overheads);
+    figures["overheadTargetMs"] = 250;
     rows.push(
       `| GPT task end to end (create → result downloaded), ${TASKS} tasks | ${fmt(percentile(totals, 0.5))} | ${fmt(percentile(totals, 0.9))} |`,
       `| of which inference (3 executions, one after the other) | ${fmt(percentile(inference, 0.5))} | ${fmt(percentile(inference, 0.9))} |`,
@@ -232,6 +240,7 @@ const rows: string[] = [];
       const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? Number.NaN);
       return kb / 1024;
     });
+    figures["peakRssMiB"] = { max: Math.max(...peaks), min: Math.min(...peaks) };
     rows.push(
       `| peak RSS of one node process (VmHWM after 5 tasks; a generated tiny F32 model) | ${Math.max(...peaks).toFixed(0)} MiB | min ${Math.min(...peaks).toFixed(0)} MiB |`,
     );
@@ -257,3 +266,4 @@ console.log(
     ...rows,
   ].join("\n"),
 );
+writeResults("node", figures);

@@ -6,7 +6,7 @@
  * cache), and the client's own signing rate is measured on its own line.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createRelayClient, relayDomain, signRelayRequest } from "@crynux/client";
@@ -32,6 +32,7 @@ import {
   toHex,
 } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
+import { writeResults } from "./lib.js";
 
 const CONCURRENCY = 50;
 const GET_SECONDS = 10;
@@ -74,7 +75,7 @@ try {
     return receipt;
   };
   for (const i of [1, 2, 3])
-    await send(i, "node", "join", ["NVIDIA GeForce RTX 4090", 24n, "bench"], parseEther("400"));
+    await send(i, "node", "join", ["NVIDIA GeForce RTX 4090", 24n, "bench", 3], parseEther("400"));
   const CREATOR = 4;
   const createTask = async (taskType: 0 | 1, hash: Hex) => {
     const receipt = await send(
@@ -364,20 +365,5 @@ function printAndSave(suite: string, rows: Row[]): void {
     ),
   ];
   console.log(`${lines.join("\n")}\n`);
-  const dir = join(import.meta.dirname, "results");
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(
-    join(dir, `${suite}.json`),
-    JSON.stringify(
-      {
-        suite,
-        node: process.version,
-        platform: `${process.platform}-${process.arch}`,
-        date: new Date().toISOString(),
-        rows,
-      },
-      null,
-      2,
-    ),
-  );
+  writeResults(suite, { rows });
 }
