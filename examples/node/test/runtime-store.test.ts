@@ -100,4 +100,46 @@ describe("node store", () => {
     expect(await readdir(join(dir, "tasks"))).toEqual([]);
     expect(JSON.parse(await readFile(join(dir, "node.json"), "utf8").catch(() => "null"))).toBeNull();
   });
+
+  test("pruning removes old finished records only, and keeps their outcomes and earnings in the archive", async () => {
+    const store = await openNodeStore(dir);
+    const paid = (fee: string) => ({
+      event: "TaskNodeSuccess",
+      blockNumber: "20",
+      blockHash: `0x${"04".repeat(32)}` as const,
+      logIndex: 0,
+      transactionHash: `0x${"05".repeat(32)}` as const,
+      data: { fee },
+    });
+    await store.putTask(record(1n, { step: "done", outcome: "success", events: [paid("400")] }));
+    await store.putTask(record(2n, { step: "done", outcome: "slashed" }));
+    await store.putTask(record(3n, { step: "committed" })); // unfinished: never pruned
+    await store.writeImages(2n, [new Uint8Array([1])]);
+    // Only records last updated before the cut are pruned (these were updated at 1 ms).
+    const cut = 1_000;
+    await store.putTask(
+      record(4n, { step: "done", outcome: "success", events: [paid("7")], updatedAt: cut + 1 }),
+    );
+
+    expect(await store.readArchive()).toMatchObject({ tasks: 0, earnings: "0" });
+    expect(await store.pruneTasks(cut)).toBe(2);
+    expect((await store.listTasks()).map((r) => r.taskId)).toEqual(["3", "4"]);
+    expect(await readdir(join(dir, "tasks"))).toEqual(["3.json", "4.json"]);
+    const archive = await (await openNodeStore(dir)).readArchive();
+    expect(archive).toMatchObject({ tasks: 2, earnings: "400", outcomes: { success: 1, slashed: 1 } });
+    expect(await store.pruneTasks(cut)).toBe(0);
+    expect(await store.readArchive()).toEqual(archive);
+  });
+
+  test("a crash between the archive write and the removal does not count a record twice", async () => {
+    const store = await openNodeStore(dir);
+    const done = record(9n, { step: "done", outcome: "error", updatedAt: 1 });
+    await store.putTask(done);
+    expect(await store.pruneTasks(Date.now() + 1)).toBe(1);
+    // As if the process died before the file was removed: the record is back, the archive already counts it.
+    await writeFile(join(dir, "tasks", "9.json"), JSON.stringify(done));
+    expect(await store.pruneTasks(Date.now() + 1)).toBe(1);
+    expect(await store.readArchive()).toMatchObject({ tasks: 1, outcomes: { error: 1 } });
+    expect(await readdir(join(dir, "tasks"))).toEqual([]);
+  });
 });

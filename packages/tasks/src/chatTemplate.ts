@@ -90,6 +90,37 @@ const RESERVED_VARIABLES = new Set(["messages", "raise_exception", "strftime_now
 /** Parsed templates by source text, least recently used first. */
 const templateCache = new Map<string, Template>();
 
+/**
+ * Most interpreter steps (expressions and statements evaluated) one rendering may take. Real chat templates
+ * take a few hundred per message; a template from a model file is untrusted input to a node, and without a
+ * bound a loop like `{% for i in range(10**12) %}` would hold the node's CPU for good.
+ */
+const MAX_TEMPLATE_STEPS = 5_000_000;
+/** Longest list `range()` may build inside a template. */
+const MAX_RANGE_LENGTH = 100_000;
+
+/** Thrown when a rendering goes past {@link MAX_TEMPLATE_STEPS} or builds too long a range. */
+class TemplateBudgetExceeded extends Error {
+  override name = "TemplateBudgetExceeded";
+}
+
+/**
+ * The interpreter of @huggingface/jinja, counting every evaluation: it evaluates every node through
+ * `this.evaluate`, so an own `evaluate` on the instance sees them all.
+ */
+function budgetedInterpreter(environment: Environment): Interpreter {
+  const interpreter = new Interpreter(environment);
+  const evaluate = interpreter.evaluate.bind(interpreter);
+  let steps = 0;
+  interpreter.evaluate = (statement: Parameters<Interpreter["evaluate"]>[0], scope: Environment) => {
+    if (++steps > MAX_TEMPLATE_STEPS) {
+      throw new TemplateBudgetExceeded(`The template took more than ${MAX_TEMPLATE_STEPS} evaluation steps.`);
+    }
+    return evaluate(statement, scope);
+  };
+  return interpreter;
+}
+
 /** Thrown by the `raise_exception` the templates see; turned into a {@link ChatTemplateError}. */
 class RaisedByTemplate extends Error {
   override name = "RaisedByTemplate";
@@ -126,6 +157,10 @@ class RaisedByTemplate extends Error {
  *
  * Line breaks in the template source are read as Python's Jinja2 reads them: `"\r\n"` and `"\r"` count as
  * `"\n"`, and one line break at the very end is dropped.
+ *
+ * A template is untrusted input (it comes with the model file): one rendering may take at most 5 million
+ * evaluation steps and `range()` may build at most 100 000 items; past that it fails with a
+ * {@link ChatTemplateError} of kind `"render"` instead of holding the CPU.
  *
  * Parsed templates are cached (the 16 most recently used template strings).
  *
@@ -181,10 +216,16 @@ export function renderChatTemplate(parameters: RenderChatTemplateParameters): st
 
   let result: ReturnType<Interpreter["run"]>;
   try {
-    result = new Interpreter(environment).run(parsed.parsed);
+    result = budgetedInterpreter(environment).run(parsed.parsed);
   } catch (error) {
     if (error instanceof RaisedByTemplate) {
       throw new ChatTemplateError("raised", `The chat template rejected the input: ${error.message}`, {
+        cause: error,
+      });
+    }
+    if (error instanceof TemplateBudgetExceeded) {
+      throw new ChatTemplateError("render", "The chat template is too expensive to render", {
+        details: error.message,
         cause: error,
       });
     }
@@ -288,6 +329,10 @@ function range(start: number, stop?: number, step = 1): number[] {
     first = 0;
   }
   if (step === 0) throw new Error("range() step must not be zero");
+  const length = Math.max(0, Math.ceil((end - first) / step));
+  if (!(length <= MAX_RANGE_LENGTH)) {
+    throw new TemplateBudgetExceeded(`range() of ${length} items: at most ${MAX_RANGE_LENGTH} are allowed.`);
+  }
   const result: number[] = [];
   if (step > 0) for (let i = first; i < end; i += step) result.push(i);
   else for (let i = first; i > end; i += step) result.push(i);

@@ -722,6 +722,42 @@ describe("renderChatTemplate: errors and determinism", () => {
   });
 });
 
+describe("renderChatTemplate on hostile templates", () => {
+  const messages = [{ role: "user" as const, content: "Hi" }];
+  const expectTooExpensive = (template: string) => {
+    const started = Date.now();
+    let error: unknown;
+    try {
+      renderChatTemplate({ template, messages });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ChatTemplateError);
+    expect((error as ChatTemplateError).kind).toBe("render");
+    return Date.now() - started;
+  };
+
+  it("refuses a range too long to build instead of allocating it", () => {
+    expectTooExpensive("{% for i in range(1000000000000) %}x{% endfor %}");
+    expectTooExpensive("{% for i in range(0, 10**9, 2) %}{% endfor %}");
+    // A range the budget allows renders as before.
+    expect(renderChatTemplate({ template: "{{ range(3) | length }}", messages })).toBe("3");
+  });
+
+  it("stops nested loops at the evaluation budget", () => {
+    expectTooExpensive("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}");
+  });
+
+  it("renders a long conversation with a real template well within the budget", () => {
+    const long = Array.from({ length: 2000 }, (_, i) => ({
+      role: i % 2 === 0 ? ("user" as const) : ("assistant" as const),
+      content: `message ${i}`,
+    }));
+    const prompt = renderChatTemplate({ template: QWEN_2_5, messages: long });
+    expect(prompt).toContain("message 1999");
+  });
+});
+
 describe("renderFallbackPrompt", () => {
   it("joins the contents by newlines, flattening parts like the template path", () => {
     expect(

@@ -21,6 +21,7 @@ export {
   advanceTask,
   classifyFailure,
   type SdTaskExecutor,
+  type TaskActivity,
   type TaskPipelineContext,
 } from "./pipeline.js";
 export {
@@ -30,9 +31,11 @@ export {
   type StoredChainEvent,
   TASK_OUTCOMES,
   TASK_STEPS,
+  type TaskArchive,
   type TaskOutcome,
   type TaskRecord,
   type TaskStep,
+  taskEarnings,
   taskRecordSchema,
   writeFileAtomic,
 } from "./store.js";

@@ -32,6 +32,10 @@ export const TASK_STEPS = [
   /** Nothing more to do: the node is released from the task (paid, slashed, cancelled or absent). */
   "done",
 ] as const;
+/**
+ * How far this node got with a task (see {@link TASK_STEPS}); the step is saved before the next action, so a
+ * restart resumes there.
+ */
 export type TaskStep = (typeof TASK_STEPS)[number];
 
 /** How the task ended for this node. */
@@ -49,6 +53,7 @@ export const TASK_OUTCOMES = [
   /** The task is not on the chain any more (a reorg), or this node is not one of its nodes. */
   "vanished",
 ] as const;
+/** How a task ended for this node (see {@link TASK_OUTCOMES}). */
 export type TaskOutcome = (typeof TASK_OUTCOMES)[number];
 
 const chainEventSchema = z.strictObject({
@@ -79,6 +84,10 @@ const errorOutputSchema = z.strictObject({
   message: z.string(),
 });
 
+/**
+ * Schema of a task record file (`tasks/<taskId>.json`, version 1): bigints as decimal strings, the result
+ * and secret nonce once executed, and the confirmed chain events.
+ */
 export const taskRecordSchema = z.strictObject({
   version: z.literal(1),
   taskId: decimal,
@@ -112,6 +121,7 @@ export const taskRecordSchema = z.strictObject({
   createdAt: z.int(),
   updatedAt: z.int(),
 });
+/** A node's record of one of its tasks, as parsed by {@link taskRecordSchema}. */
 export type TaskRecord = z.output<typeof taskRecordSchema>;
 
 const nodeMetaSchema = z.strictObject({
@@ -125,14 +135,49 @@ const nodeMetaSchema = z.strictObject({
     .strictObject({ checkpoints: z.array(z.strictObject({ number: decimal, hash: hash32 })) })
     .optional(),
 });
+/**
+ * The node's own state file (`node.json`): the account it belongs to, the first block to watch and the chain
+ * watcher's cursor.
+ */
 export type NodeMeta = z.output<typeof nodeMetaSchema>;
 
-/** The node's durable state: `node.json` plus one JSON file per task under `tasks/`. */
+const archiveSchema = z.strictObject({
+  version: z.literal(1),
+  /** Finished task records pruned so far. */
+  tasks: z.int().min(0),
+  outcomes: z.partialRecord(z.enum(TASK_OUTCOMES), z.int().min(0)),
+  /** Sum of the pruned records' payments (wei, decimal). */
+  earnings: decimal,
+  /**
+   * The ids of the last pruning batch, counted above before their files were removed: after a crash between
+   * the two, the files still there are removed without being counted twice.
+   */
+  counted: z.array(decimal),
+});
+/** Totals of the finished task records that were pruned (`archive.json`). */
+export type TaskArchive = z.output<typeof archiveSchema>;
+
+/** What a task paid this node (its `TaskNodeSuccess` events), in wei. */
+export function taskEarnings(record: TaskRecord): bigint {
+  let earned = 0n;
+  for (const event of record.events)
+    if (event.event === "TaskNodeSuccess") earned += BigInt(event.data.fee ?? "0");
+  return earned;
+}
+
+/**
+ * The node's durable state: `node.json`, one JSON file per task under `tasks/`, and `archive.json` with the
+ * totals of pruned records.
+ */
 export type NodeStore = {
   readonly dir: string;
+  /** Reads `node.json`; a fresh directory reads as `{ version: 1 }`. */
   readMeta(): Promise<NodeMeta>;
+  /** Validates and writes `node.json` atomically. */
   writeMeta(meta: NodeMeta): Promise<void>;
+  /** Reads one task record; `undefined` when there is none. */
   getTask(taskId: bigint): Promise<TaskRecord | undefined>;
+  /** Reads every task record still in the store (pruned ones are only counted in the archive). */
   listTasks(): Promise<TaskRecord[]>;
   /** Writes the record atomically (temp file, fsync, rename, fsync of the directory). */
   putTask(record: TaskRecord): Promise<void>;
@@ -145,9 +190,23 @@ export type NodeStore = {
     taskId: bigint,
     mutate: (record: TaskRecord | undefined) => TaskRecord | undefined,
   ): Promise<TaskRecord | undefined>;
+  /** Removes a task record and its images. */
   deleteTask(taskId: bigint): Promise<void>;
+  /**
+   * Saves an SD task's PNG images (`tasks/<taskId>.images/<index>.png`) so that a restart can still upload
+   * them.
+   */
   writeImages(taskId: bigint, images: Uint8Array[]): Promise<void>;
+  /** Reads back the `count` PNG images saved by `writeImages`, in order. */
   readImages(taskId: bigint, count: number): Promise<Uint8Array[]>;
+  /** Totals of the records removed by {@link NodeStore.pruneTasks} (zero when none was). */
+  readArchive(): Promise<TaskArchive>;
+  /**
+   * Removes the records of finished tasks (step `done`) last updated before `before` (ms since the epoch),
+   * after adding their outcomes and earnings to the archive; unfinished tasks are never removed. Returns how
+   * many records were removed.
+   */
+  pruneTasks(before: number): Promise<number>;
 };
 
 /**
@@ -159,6 +218,14 @@ export async function openNodeStore(dir: string): Promise<NodeStore> {
   const tasksDir = join(dir, "tasks");
   await mkdir(tasksDir, { recursive: true });
   const metaPath = join(dir, "node.json");
+  const archivePath = join(dir, "archive.json");
+  const emptyArchive = (): TaskArchive => ({
+    version: 1,
+    tasks: 0,
+    outcomes: {},
+    earnings: "0",
+    counted: [],
+  });
   const taskPath = (taskId: bigint) => join(tasksDir, `${taskId}.json`);
   const imagesDir = (taskId: bigint) => join(tasksDir, `${taskId}.images`);
 
@@ -235,6 +302,45 @@ export async function openNodeStore(dir: string): Promise<NodeStore> {
         await rm(taskPath(taskId), { force: true });
         await rm(imagesDir(taskId), { recursive: true, force: true });
         await fsyncDir(tasksDir);
+      });
+    },
+    async readArchive() {
+      return (await readJson(archivePath, archiveSchema)) ?? emptyArchive();
+    },
+    pruneTasks(before) {
+      return exclusive(async () => {
+        const archive = (await readJson(archivePath, archiveSchema)) ?? emptyArchive();
+        const counted = new Set(archive.counted);
+        const names = (await readdir(tasksDir)).filter((name) => /^\d+\.json$/.test(name));
+        const batch: TaskRecord[] = [];
+        for (const name of names) {
+          const record = await readJson(join(tasksDir, name), taskRecordSchema);
+          if (record && record.step === "done" && record.updatedAt < before) batch.push(record);
+        }
+        if (batch.length === 0) return 0;
+        let earnings = BigInt(archive.earnings);
+        const outcomes = { ...archive.outcomes };
+        let tasks = archive.tasks;
+        for (const record of batch) {
+          if (counted.has(record.taskId)) continue;
+          tasks += 1;
+          earnings += taskEarnings(record);
+          if (record.outcome) outcomes[record.outcome] = (outcomes[record.outcome] ?? 0) + 1;
+        }
+        const next: TaskArchive = {
+          version: 1,
+          tasks,
+          outcomes,
+          earnings: earnings.toString(),
+          counted: batch.map((record) => record.taskId),
+        };
+        await writeFileAtomic(archivePath, JSON.stringify(archiveSchema.parse(next), null, 2));
+        for (const record of batch) {
+          await rm(taskPath(BigInt(record.taskId)), { force: true });
+          await rm(imagesDir(BigInt(record.taskId)), { recursive: true, force: true });
+        }
+        await fsyncDir(tasksDir);
+        return batch.length;
       });
     },
     async writeImages(taskId, images) {
