@@ -10,6 +10,7 @@ import {
 import { taskAbi } from "@crynux/contracts";
 import { Hono, type MiddlewareHandler } from "hono";
 import { every } from "hono/combine";
+import { cors } from "hono/cors";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Address, PublicClient } from "viem";
@@ -33,6 +34,8 @@ export type RelayAppConfig = {
   rateLimit: RateLimitConfig;
   requestTimeoutMs: number;
   maxSkewSeconds: number;
+  /** Origins allowed to call from a browser (`*`: any); empty: no CORS headers. */
+  cors: readonly string[];
 };
 
 export const DEFAULT_RELAY_APP_CONFIG: RelayAppConfig = {
@@ -42,6 +45,7 @@ export const DEFAULT_RELAY_APP_CONFIG: RelayAppConfig = {
   rateLimit: { requests: 600, windowMs: 60_000 },
   requestTimeoutMs: 30_000,
   maxSkewSeconds: 60,
+  cors: [],
 };
 
 export type RelayAppDeps = {
@@ -106,6 +110,21 @@ export function createRelayApp(deps: RelayAppDeps): Hono<RelayEnv> {
     deps.onInternalError ?? ((error: unknown) => console.error("relay: internal error", error));
 
   const app = new Hono<RelayEnv>();
+
+  if (config.cors.length > 0) {
+    // Registered first, so that preflights (sent without the signature headers) are answered before any
+    // route runs, and error answers carry the headers too: a page must be able to read the error body.
+    app.use(
+      "*",
+      cors({
+        origin: config.cors.includes("*") ? "*" : [...config.cors],
+        allowMethods: ["GET", "PUT", "OPTIONS"],
+        allowHeaders: ["Content-Type", "x-crynux-timestamp", "x-crynux-signature"],
+        exposeHeaders: ["retry-after"],
+        maxAge: 600,
+      }),
+    );
+  }
 
   app.use("*", async (_c, next) => {
     let timer: ReturnType<typeof setTimeout> | undefined;

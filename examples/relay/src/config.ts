@@ -15,6 +15,19 @@ const blockNumber = z
     z.string().regex(/^(0|[1-9][0-9]*)$/, "must be a decimal block number"),
   ])
   .transform((value) => BigInt(value));
+/** A web origin (`scheme://host[:port]`, as browsers send it in `Origin`), or `*` for any. */
+const corsOrigin = z.union([
+  z.literal("*"),
+  z
+    .url({ protocol: /^https?$/ })
+    .refine((value) => {
+      // zod runs this check even when the url check failed; that one reports it.
+      if (!URL.canParse(value)) return true;
+      const url = new URL(value);
+      return url.pathname === "/" && !url.search && !url.hash && !url.username && !url.password;
+    }, "must be an origin (scheme://host[:port]) without path, query or credentials")
+    .transform((value) => new URL(value).origin),
+]);
 
 /** `dataDir` value that keeps the PGlite database in memory (PGlite's own spelling). */
 export const IN_MEMORY = "memory://";
@@ -67,6 +80,13 @@ export const relayConfigSchema = z
       .default({ requests: 600, windowMs: 60_000 }),
     requestTimeoutMs: z.int().positive().default(30_000),
     maxSkewSeconds: z.int().positive().default(60),
+    /**
+     * Web origins whose pages may call the relay from a browser (CORS), e.g. `["https://app.example.com"]`;
+     * `["*"]` allows every origin. Default none: browsers then refuse cross-origin calls. Requests are
+     * authorized by their EIP-712 signature headers, never by cookies, so an allowed origin gains nothing
+     * without the signer's key.
+     */
+    cors: z.array(corsOrigin).default([]),
   })
   .refine((config) => config.taskContract !== undefined || config.deploymentFile !== undefined, {
     message: "taskContract is required unless a deploymentFile is given",
@@ -85,7 +105,7 @@ export const deploymentFileSchema = z.object({
 });
 
 /** Environment variables, each overriding the config file's field of the same meaning. */
-export const RELAY_ENV: Record<string, { path: string[]; kind: "string" | "int" }> = {
+export const RELAY_ENV: Record<string, { path: string[]; kind: "string" | "int" | "list" }> = {
   CRYNUX_RELAY_NAME: { path: ["name"], kind: "string" },
   CRYNUX_RELAY_HOST: { path: ["host"], kind: "string" },
   CRYNUX_RELAY_PORT: { path: ["port"], kind: "int" },
@@ -105,6 +125,8 @@ export const RELAY_ENV: Record<string, { path: string[]; kind: "string" | "int" 
   CRYNUX_RELAY_RATE_LIMIT_WINDOW_MS: { path: ["rateLimit", "windowMs"], kind: "int" },
   CRYNUX_RELAY_REQUEST_TIMEOUT_MS: { path: ["requestTimeoutMs"], kind: "int" },
   CRYNUX_RELAY_MAX_SKEW_SECONDS: { path: ["maxSkewSeconds"], kind: "int" },
+  /** Comma-separated origins. */
+  CRYNUX_RELAY_CORS_ORIGINS: { path: ["cors"], kind: "list" },
 };
 
 /** Thrown for a config file, environment variable or deployment file that cannot be used. */
@@ -144,7 +166,15 @@ export async function loadRelayConfig(parameters: LoadRelayConfigParameters = {}
   for (const [name, { path, kind }] of Object.entries(RELAY_ENV)) {
     const raw = env[name];
     if (raw === undefined || raw === "") continue;
-    const value = kind === "int" && /^-?[0-9]+$/.test(raw) ? Number(raw) : raw;
+    const value =
+      kind === "int" && /^-?[0-9]+$/.test(raw)
+        ? Number(raw)
+        : kind === "list"
+          ? raw
+              .split(",")
+              .map((item) => item.trim())
+              .filter((item) => item !== "")
+          : raw;
     let target = input;
     for (const key of path.slice(0, -1)) {
       const next = target[key];

@@ -105,6 +105,7 @@ export async function startRelay(
       rateLimit: config.rateLimit,
       requestTimeoutMs: config.requestTimeoutMs,
       maxSkewSeconds: config.maxSkewSeconds,
+      cors: config.cors,
     },
     onInternalError: options.onInternalError,
   });

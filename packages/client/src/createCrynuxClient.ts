@@ -61,6 +61,10 @@ import {
 import { type CreateRelayClientParameters, createRelayClient } from "./relay/client.js";
 import type { RelaySigner } from "./relay/signing.js";
 
+/**
+ * Options of {@link createCrynuxClient}: chain and transport, the account that pays and signs, the relay URL
+ * and the contract addresses.
+ */
 export type CreateCrynuxClientParameters = {
   /** The chain the contracts are deployed on (e.g. `crynuxDevnet`, or `defineCrynuxChain(...)`). */
   chain?: Chain | undefined;
@@ -87,20 +91,37 @@ export type CrynuxClient = CrynuxBaseClient & {
   publicClient: PublicClient<Transport, Chain | undefined>;
   walletClient: WalletClient<Transport, Chain | undefined, Account> | undefined;
   account: Account | undefined;
+  /** Sends `createTask` with the fee (wei) attached; see the `createTask` action. */
   createTask(parameters: CreateTaskParameters): Promise<CreateTaskReturnType>;
+  /** Uploads the task's arguments to the relay, signed by the account; see the `uploadTaskArgs` action. */
   uploadTaskArgs(parameters: UploadTaskArgsParameters): Promise<UploadTaskArgsReturnType>;
+  /** Follows the task's events until success, error or abort; see the `waitForTask` action. */
   waitForTask(parameters: WaitForTaskParameters): Promise<WaitForTaskReturnType>;
+  /**
+   * Downloads the result from the relay and checks it against the on-chain result; see the `getTaskResult`
+   * action.
+   */
   getTaskResult(parameters: GetTaskResultParameters): Promise<GetTaskResultReturnType>;
+  /**
+   * Cancels a task (queued: by its creator; running: once past a deadline) and refunds the unpaid fee; see
+   * the `cancelTask` action.
+   */
   cancelTask(parameters: CancelTaskParameters): Promise<CancelTaskReturnType>;
   /** createTask → uploadTaskArgs → waitForTask → getTaskResult for GPT arguments. */
   runGptTask(args: GptTaskArgsInput, options?: RunTaskOptions): Promise<RunGptTaskReturnType>;
   /** createTask → uploadTaskArgs → waitForTask → getTaskResult for SD arguments. */
   runSdTask(args: SdTaskArgsInput, options?: RunTaskOptions): Promise<RunSdTaskReturnType>;
+  /** Suggests a fee in wei from the chain's current load; see the `suggestTaskFee` action. */
   suggestTaskFee(parameters: SuggestTaskFeeParameters): Promise<SuggestTaskFeeReturnType>;
+  /** Reads a task from the Task contract; see the `getTask` action. */
   getTask(parameters: GetTaskParameters): Promise<GetTaskReturnType>;
+  /** Reads the Task contract's events about one task; see the `getTaskHistory` action. */
   getTaskHistory(parameters: GetTaskHistoryParameters): Promise<GetTaskHistoryReturnType>;
+  /** Reads the NetworkStats contract's node and task counters; see the `getNetworkStats` action. */
   getNetworkStats(parameters?: GetNetworkStatsParameters): Promise<GetNetworkStatsReturnType>;
+  /** Reads one node from the Node contract; see the `getNodeInfo` action. */
   getNodeInfo(parameters: GetNodeInfoParameters): Promise<GetNodeInfoReturnType>;
+  /** Lists the queued tasks in dispatch order; see the `listQueuedTasks` action. */
   listQueuedTasks(parameters?: ListQueuedTasksParameters): Promise<ListQueuedTasksReturnType>;
 };
 

@@ -1,5 +1,9 @@
 import { CrynuxError, type CrynuxErrorParameters } from "@crynux/tasks";
 
+/**
+ * Constructor options of {@link ClientError}: `shortMessage`, optional `details`, `cause` and `docsPath`, as
+ * for every `CrynuxError`.
+ */
 export type ClientErrorParameters = CrynuxErrorParameters;
 
 /** Base class of every error thrown by `@crynux/client`; catch it to catch them all. */
@@ -28,6 +32,10 @@ export class RelaySignatureError extends ClientError {
   }
 }
 
+/**
+ * Constructor options of `RelayRequestError`: the relay's HTTP status, error code and the request that got
+ * the answer.
+ */
 export type RelayRequestErrorParameters = ClientErrorParameters & {
   /** HTTP status of the relay's answer. */
   status: number;

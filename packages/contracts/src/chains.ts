@@ -31,6 +31,10 @@ export const crynuxChainConfigSchema = z.object({
   testnet: z.boolean().optional(),
 });
 
+/**
+ * Input of {@link defineCrynuxChain}: the chain id, name, HTTP RPC URL and optionally a WebSocket URL and
+ * the testnet flag; validated there.
+ */
 export type CrynuxChainConfig = z.input<typeof crynuxChainConfigSchema>;
 
 /** Thrown by {@link defineCrynuxChain} when the configuration is invalid. */

@@ -26,6 +26,10 @@ import {
   treasuryBytecode,
 } from "./generated/index.js";
 
+/**
+ * Options of {@link deployCrynux}: the stake (wei), task timeouts and treasury of the new deployment; every
+ * field has a default.
+ */
 export type DeployCrynuxOptions = {
   /** Stake required to join, in wei (default 400 CNX = 400e18). */
   stake?: bigint;
@@ -48,6 +52,10 @@ export type DeployCrynuxOptions = {
   treasury?: Address;
 };
 
+/**
+ * Addresses of one deployment of the Crynux contracts, as {@link deployCrynux} returns them; pass them to
+ * clients and nodes as `contracts`.
+ */
 export type CrynuxDeployment = {
   node: Address;
   task: Address;

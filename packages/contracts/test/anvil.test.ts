@@ -165,13 +165,17 @@ describe.concurrent("no anvil outlives its process", () => {
   const tsxLoader = createRequire(import.meta.url).resolve("tsx");
   const fixture = path.join(here, "anvilOrphan.fixture.ts");
 
-  test.each(["exit", "drain"])("when the process ends by %s without stop()", async (mode) => {
-    const { stdout } = await promisify(execFile)(process.execPath, ["--import", tsxLoader, fixture, mode], {
-      timeout: 110_000,
-    });
-    const { pid } = JSON.parse(stdout.trim()) as { pid: number };
-    expect(await waitUntilGone(pid)).toBe(true);
-  }, 120_000);
+  test.each(["exit", "drain"])(
+    "when the process ends by %s without stop()",
+    async (mode) => {
+      const { stdout } = await promisify(execFile)(process.execPath, ["--import", tsxLoader, fixture, mode], {
+        timeout: 110_000,
+      });
+      const { pid } = JSON.parse(stdout.trim()) as { pid: number };
+      expect(await waitUntilGone(pid)).toBe(true);
+    },
+    120_000,
+  );
 
   test("when the process is killed by SIGTERM", async () => {
     const child = spawn(process.execPath, ["--import", tsxLoader, fixture, "signal"], {

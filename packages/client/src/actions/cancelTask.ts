@@ -4,8 +4,12 @@ import type { AccountRequiredError, TaskContractError } from "../errors.js";
 import type { CrynuxBaseClient } from "./types.js";
 import { sendTaskContractCall } from "./utils.js";
 
+/** Parameters of {@link cancelTask}: the id of the task to cancel. */
 export type CancelTaskParameters = { taskId: bigint };
 
+/**
+ * What {@link cancelTask} returns once the cancel transaction is mined: its hash, block and the wei refunded.
+ */
 export type CancelTaskReturnType = {
   taskId: bigint;
   txHash: Hex;
@@ -14,6 +18,10 @@ export type CancelTaskReturnType = {
   refunded: bigint;
 };
 
+/**
+ * Errors {@link cancelTask} may throw: a reverted or refused Task contract call, or a client without an
+ * account.
+ */
 export type CancelTaskErrorType = TaskContractError | AccountRequiredError;
 
 /**

@@ -22,6 +22,10 @@ import { suggestTaskFee } from "./suggestTaskFee.js";
 import type { CrynuxBaseClient } from "./types.js";
 import { requireWallet, sendTaskContractCall } from "./utils.js";
 
+/**
+ * Parameters of {@link createTask}: the task type with matching arguments, plus the fee in wei and the other
+ * options.
+ */
 export type CreateTaskParameters = (
   | { taskType: typeof TaskType.GPT; args: GptTaskArgsInput }
   | { taskType: typeof TaskType.SD; args: SdTaskArgsInput }
@@ -39,6 +43,10 @@ export type CreateTaskParameters = (
   dataHash?: Hex | undefined;
 };
 
+/**
+ * What {@link createTask} returns once the transaction is mined: the task id and hash, the fee paid (wei),
+ * and whether it was queued or started at once.
+ */
 export type CreateTaskReturnType = {
   taskId: bigint;
   txHash: Hex;
@@ -55,6 +63,10 @@ export type CreateTaskReturnType = {
   feeSuggestion?: FeeSuggestion | null;
 };
 
+/**
+ * Errors {@link createTask} may throw: invalid arguments, no fee suggestion available, a refused Task
+ * contract call or no account.
+ */
 export type CreateTaskErrorType =
   | InvalidTaskArgsError
   | FeeSuggestionError

@@ -2,6 +2,7 @@ import { type CrynuxDeployment, networkStatsAbi } from "@crynux/contracts";
 import { readContract } from "viem/actions";
 import type { CrynuxBaseClient } from "./types.js";
 
+/** Parameters of {@link getNetworkStats}: optionally the block to read at (default: latest). */
 export type GetNetworkStatsParameters = { blockNumber?: bigint | undefined };
 
 /** The NetworkStats contract's counters. */
@@ -22,6 +23,7 @@ export type GetNetworkStatsReturnType = {
   };
 };
 
+/** {@link getNetworkStats} throws only viem's transport and contract errors. */
 export type GetNetworkStatsErrorType = never;
 
 /** Reads the node and task counters from the NetworkStats contract (straight from the chain, not the relay). */

@@ -3,8 +3,13 @@ import { type Address, type Hex, zeroHash } from "viem";
 import { readContract } from "viem/actions";
 import { type CrynuxBaseClient, NODE_STATUSES, type NodeStatusName } from "./types.js";
 
+/** Parameters of {@link getNodeInfo}: the node's address and optionally the block to read at. */
 export type GetNodeInfoParameters = { address: Address; blockNumber?: bigint | undefined };
 
+/**
+ * A node as the Node contract holds it: status, group key, VRAM, stake (wei), QoS weight and declared task
+ * types.
+ */
 export type GetNodeInfoReturnType = {
   address: Address;
   status: NodeStatusName;
@@ -23,6 +28,7 @@ export type GetNodeInfoReturnType = {
   taskTypes: ("sd" | "gpt")[];
 };
 
+/** {@link getNodeInfo} throws only viem's transport and contract errors (an unknown node reads as `quit`). */
 export type GetNodeInfoErrorType = never;
 
 /** Reads a node from the Node contract; a node that never joined reads as `quit`. */

@@ -5,8 +5,13 @@ import { readContract } from "viem/actions";
 import { TaskNotFoundError } from "../errors.js";
 import { type CrynuxBaseClient, type TaskStateName, taskStateName } from "./types.js";
 
+/** Parameters of {@link getTask}: the task id and optionally the block to read at. */
 export type GetTaskParameters = { taskId: bigint; blockNumber?: bigint | undefined };
 
+/**
+ * A task as the Task contract holds it, with its state by name, amounts in wei and the agreed result once
+ * there is one.
+ */
 export type GetTaskReturnType = {
   taskId: bigint;
   creator: Address;
@@ -33,6 +38,7 @@ export type GetTaskReturnType = {
   result: Hex | null;
 };
 
+/** {@link getTask} throws `TaskNotFoundError` for an id the contract does not know. */
 export type GetTaskErrorType = TaskNotFoundError;
 
 /**

@@ -6,6 +6,7 @@ import type { CrynuxBaseClient } from "./types.js";
 /** One event of the Task contract, decoded and narrowed by `eventName`. */
 export type TaskEvent = FollowedLog<typeof taskAbi>;
 
+/** Parameters of {@link getTaskHistory}: the task id and the block range to search. */
 export type GetTaskHistoryParameters = {
   taskId: bigint;
   /**
@@ -17,8 +18,10 @@ export type GetTaskHistoryParameters = {
   toBlock?: bigint | BlockTag | undefined;
 };
 
+/** The task's events in chain order (block, then log index). */
 export type GetTaskHistoryReturnType = TaskEvent[];
 
+/** {@link getTaskHistory} throws only viem's transport errors. */
 export type GetTaskHistoryErrorType = never;
 
 /**

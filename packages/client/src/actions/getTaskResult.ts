@@ -19,6 +19,7 @@ import {
 import { getTask } from "./getTask.js";
 import type { CrynuxBaseClient } from "./types.js";
 
+/** Parameters of {@link getTaskResult}: the task id and how long to wait for the result node's upload. */
 export type GetTaskResultParameters = {
   taskId: bigint;
   /**
@@ -29,6 +30,7 @@ export type GetTaskResultParameters = {
   signal?: AbortSignal | undefined;
 };
 
+/** A checked result, by task type: the GPT response, or the SD images as PNG bytes with their pHashes. */
 export type GetTaskResultReturnType =
   | {
       taskId: bigint;
@@ -48,6 +50,10 @@ export type GetTaskResultReturnType =
       result: Hex;
     };
 
+/**
+ * Errors {@link getTaskResult} may throw: unknown task, no result yet, files that do not match the on-chain
+ * result, or relay errors.
+ */
 export type GetTaskResultErrorType =
   | TaskNotFoundError
   | TaskResultNotAvailableError

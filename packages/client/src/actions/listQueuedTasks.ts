@@ -5,6 +5,9 @@ import { type Address, getAbiItem, type Hex } from "viem";
 import { getBlockNumber, getLogs, readContract } from "viem/actions";
 import type { CrynuxBaseClient } from "./types.js";
 
+/**
+ * Parameters of {@link listQueuedTasks}: how far back and in what chunks to search for `TaskQueued` events.
+ */
 export type ListQueuedTasksParameters = {
   /** Oldest block to search for `TaskQueued` events. Default 0. */
   fromBlock?: bigint | undefined;
@@ -12,6 +15,10 @@ export type ListQueuedTasksParameters = {
   blockRange?: bigint | undefined;
 };
 
+/**
+ * One task waiting in the queue, with its fee (wei) and queue value (wei per second of estimated work;
+ * higher starts first).
+ */
 export type QueuedTask = {
   taskId: bigint;
   taskType: TaskType;
@@ -29,6 +36,7 @@ export type QueuedTask = {
 /** The queued tasks in dispatch order (highest value first, older first on equal values). */
 export type ListQueuedTasksReturnType = QueuedTask[];
 
+/** {@link listQueuedTasks} throws only viem's transport and contract errors. */
 export type ListQueuedTasksErrorType = never;
 
 const taskQueuedEvent = getAbiItem({ abi: taskAbi, name: "TaskQueued" });

@@ -3,10 +3,15 @@ import { TaskResultMismatchError } from "../errors.js";
 import { type RunTaskErrorType, type RunTaskOptions, type RunTaskReturnType, runTask } from "./runTask.js";
 import type { CrynuxBaseClient } from "./types.js";
 
+/** Parameters of {@link runGptTask}: the GPT arguments and the options shared with `runTask`. */
 export type RunGptTaskParameters = RunTaskOptions & { args: GptTaskArgsInput };
 
+/**
+ * What {@link runGptTask} returns: the checked GPT response, the on-chain result and the transaction details.
+ */
 export type RunGptTaskReturnType = Extract<RunTaskReturnType, { taskType: 1 }>;
 
+/** Errors {@link runGptTask} may throw: those of `runTask`. */
 export type RunGptTaskErrorType = RunTaskErrorType;
 
 /**

@@ -3,10 +3,16 @@ import { TaskResultMismatchError } from "../errors.js";
 import { type RunTaskErrorType, type RunTaskOptions, type RunTaskReturnType, runTask } from "./runTask.js";
 import type { CrynuxBaseClient } from "./types.js";
 
+/** Parameters of {@link runSdTask}: the Stable Diffusion arguments and the options shared with `runTask`. */
 export type RunSdTaskParameters = RunTaskOptions & { args: SdTaskArgsInput };
 
+/**
+ * What {@link runSdTask} returns: the PNG images with their checked pHashes, the on-chain result and the
+ * transaction details.
+ */
 export type RunSdTaskReturnType = Extract<RunTaskReturnType, { taskType: 0 }>;
 
+/** Errors {@link runSdTask} may throw: those of `runTask`. */
 export type RunSdTaskErrorType = RunTaskErrorType;
 
 /**

@@ -26,8 +26,13 @@ export type RunTaskOptions = {
   pollingIntervalMs?: number | undefined;
 };
 
+/** Parameters of {@link runTask}: those of `createTask` plus the shared run options. */
 export type RunTaskParameters = CreateTaskParameters & RunTaskOptions;
 
+/**
+ * What {@link runTask} returns: the checked result plus the createTask transaction, the fee paid (wei) and
+ * the result node.
+ */
 export type RunTaskReturnType = GetTaskResultReturnType & {
   txHash: Hex;
   /** Block of the createTask transaction. */
@@ -37,6 +42,7 @@ export type RunTaskReturnType = GetTaskResultReturnType & {
   resultNode: Address | null;
 };
 
+/** Errors {@link runTask} may throw: those of each step it runs (create, upload, wait, get the result). */
 export type RunTaskErrorType =
   | CreateTaskErrorType
   | UploadTaskArgsErrorType

@@ -17,6 +17,9 @@ import type { CrynuxBaseClient } from "./types.js";
 /** Seconds a fee should buy when the caller does not say: start within a minute. */
 export const DEFAULT_TARGET_WAIT_SECONDS = 60;
 
+/**
+ * Parameters of {@link suggestTaskFee}: the task type, its work units (`cap`) and how soon it should start.
+ */
 export type SuggestTaskFeeParameters = {
   taskType: TaskType;
   /** Work units of the task (`workUnits(taskType, args)`). */
@@ -35,6 +38,7 @@ export type SuggestTaskFeeParameters = {
   fromBlock?: bigint | undefined;
 };
 
+/** The fee to pay in wei, with the pricing model's full answer when there was one. */
 export type SuggestTaskFeeReturnType = {
   fee: bigint;
   /** `suggestFee`'s answer; `null` when fewer than 3 nodes are joined (see {@link suggestTaskFee}). */
@@ -45,6 +49,7 @@ export type SuggestTaskFeeReturnType = {
   estimatedMs: bigint;
 };
 
+/** {@link suggestTaskFee} throws `FeeSuggestionError` when no fee can be suggested. */
 export type SuggestTaskFeeErrorType = FeeSuggestionError;
 
 /**

@@ -22,14 +22,17 @@ type CamelCase<S extends string> = S extends `${infer Head}_${infer Tail}`
 const camelCase = (name: string) =>
   name.toLowerCase().replace(/_([a-z])/g, (_match, letter: string) => letter.toUpperCase());
 
+/** A Task contract state by name (`queued`, `running`, `success`, …), camelCased from `TaskState`. */
 export type TaskStateName = CamelCase<keyof typeof TaskState>;
 /** Task states of the Task contract, by name (index = the on-chain number; from `TaskState`). */
 export const TASK_STATES = Object.keys(TaskState).map(camelCase) as readonly TaskStateName[];
 
+/** A Node contract status by name (`available`, `busy`, `paused`, …), camelCased from `NodeStatus`. */
 export type NodeStatusName = CamelCase<keyof typeof NodeStatus>;
 /** Node statuses of the Node contract, by name (index = the on-chain number; from `NodeStatus`). */
 export const NODE_STATUSES = Object.keys(NodeStatus).map(camelCase) as readonly NodeStatusName[];
 
+/** The name of an on-chain task state number; throws `RangeError` on a number this client does not know. */
 export function taskStateName(state: number): TaskStateName {
   const name = TASK_STATES[state];
   // A state added to the contract later must not be mistaken for a known one.

@@ -3,6 +3,10 @@ import type { RelayConnectionError, RelayRequestError, RelayResponseError } from
 import type { UploadTaskArgsReturnType } from "../relay/client.js";
 import type { CrynuxBaseClient } from "./types.js";
 
+/**
+ * Parameters of {@link uploadTaskArgs}: the task id, its arguments and how long to wait for the relay to
+ * index the task.
+ */
 export type UploadTaskArgsParameters = {
   taskId: bigint;
   /** Exactly the arguments given to `createTask` (their canonical JSON is what the task hash covers). */
@@ -18,6 +22,9 @@ export type UploadTaskArgsParameters = {
 // The relay client's type, re-exported as the same symbol so that the package's `export *` stays unambiguous.
 export type { UploadTaskArgsReturnType } from "../relay/client.js";
 
+/**
+ * Errors {@link uploadTaskArgs} may throw: the relay's refusals, unreadable answers or an unreachable relay.
+ */
 export type UploadTaskArgsErrorType = RelayRequestError | RelayResponseError | RelayConnectionError;
 
 /**

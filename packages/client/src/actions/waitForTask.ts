@@ -13,6 +13,7 @@ import { sleep } from "./utils.js";
  */
 export type TaskStage = "queued" | "started" | "committed" | "success" | "error" | "aborted";
 
+/** One stage a task reached, passed to `waitForTask`'s `onProgress` as it happens. */
 export type TaskProgress = {
   taskId: bigint;
   stage: TaskStage;
@@ -25,6 +26,10 @@ export type TaskProgress = {
   reason?: string;
 };
 
+/**
+ * Parameters of {@link waitForTask}: the task id, where to start reading events, a timeout and a progress
+ * callback.
+ */
 export type WaitForTaskParameters = {
   taskId: bigint;
   /** Where to start reading the task's events (e.g. `createTask`'s `blockNumber`). Default `earliest`. */
@@ -39,6 +44,10 @@ export type WaitForTaskParameters = {
   onProgress?: ((progress: TaskProgress) => void) | undefined;
 };
 
+/**
+ * How the task ended (`success`, `error` or `aborted`), with the agreed result and the result node on
+ * success.
+ */
 export type WaitForTaskReturnType = {
   taskId: bigint;
   outcome: "success" | "error" | "aborted";
@@ -53,6 +62,7 @@ export type WaitForTaskReturnType = {
   history: TaskEvent[];
 };
 
+/** Errors {@link waitForTask} may throw: a timeout, or an unknown task id. */
 export type WaitForTaskErrorType = WaitForTaskTimeoutError | TaskNotFoundError;
 
 const RANK: Record<TaskStage, number> = {

@@ -53,6 +53,10 @@ export type FollowedReorg = {
   cursor: FollowerCursor;
 };
 
+/**
+ * Options of {@link followLogs}: what to follow, from where, with what confirmation depth, and the callbacks
+ * that consume batches and reorgs.
+ */
 export type FollowLogsParameters<abi extends Abi = Abi> = {
   /** Any viem client (a public client is enough); only `eth_blockNumber`, `eth_getBlockByNumber` and `eth_getLogs` are used. */
   client: Client<Transport, Chain | undefined>;
@@ -89,6 +93,10 @@ export type FollowLogsParameters<abi extends Abi = Abi> = {
   onError?: (error: unknown) => void;
 };
 
+/**
+ * What one {@link LogFollower.poll} did: the range delivered, the reorg handled, or that it caught up with
+ * the chain.
+ */
 export type FollowLogsPollResult = {
   delivered?: { fromBlock: bigint; toBlock: bigint; logs: number };
   reorg?: { fromBlock: bigint };
@@ -96,6 +104,7 @@ export type FollowLogsPollResult = {
   upToDate: boolean;
 };
 
+/** A log follower created by {@link followLogs}: poll it step by step, or let it run until stopped. */
 export type LogFollower = {
   /**
    * One step: check that the newest checkpoint is still canonical (when not, walk back to the newest one

@@ -36,6 +36,10 @@ import {
   signRelayRequest,
 } from "./signing.js";
 
+/**
+ * How the relay client retries idempotent requests on 408, 429 and 5xx (exponential backoff, `retry-after`
+ * honoured).
+ */
 export type RelayRetryOptions = {
   /** Retries after the first attempt. Default 2. */
   limit?: number | undefined;
@@ -45,6 +49,10 @@ export type RelayRetryOptions = {
   maxRetryAfterMs?: number | undefined;
 };
 
+/**
+ * Options of {@link createRelayClient}: the relay URL, the signer, and the retry, timeout and polling
+ * settings.
+ */
 export type CreateRelayClientParameters = {
   /** Base URL of the relay, e.g. `http://127.0.0.1:8080` (a path prefix is kept). */
   url: string | URL;
@@ -69,12 +77,17 @@ export type RelayWaitOptions = {
   signal?: AbortSignal | undefined;
 };
 
+/** Options of {@link RelayClient.uploadTaskArgs}. */
 export type UploadTaskArgsOptions = {
   /** How long to retry `404 task_not_found` (the relay indexes with a confirmation depth), in ms. Default 0. */
   waitForTaskMs?: number | undefined;
   signal?: AbortSignal | undefined;
 };
 
+/**
+ * The relay's answer to an arguments upload: the task hash it checked them against, and whether this upload
+ * stored them (`false` on an identical re-upload).
+ */
 export type UploadTaskArgsReturnType = { taskId: bigint; taskHash: Hex; stored: boolean };
 
 /** Task arguments from the relay: `args` parsed (defaults filled in), `rawArgs` exactly as uploaded and hashed. */
@@ -85,20 +98,32 @@ export type RelayTaskArgs =
 /** Results to upload: a GPT response, or the PNG bytes of each SD image in order. */
 export type RelayResultsUpload = { response: GptResponse } | { images: Uint8Array[] };
 
+/**
+ * The relay's answer to a results upload: whether this upload stored them (`false` on an identical
+ * re-upload).
+ */
 export type UploadResultsReturnType = { taskId: bigint; stored: boolean };
 
+/**
+ * A task's results from the relay, by task type: the GPT response, or every SD image as PNG bytes. Not
+ * checked against the chain here (`getTaskResult` does that).
+ */
 export type RelayTaskResult =
   | { taskId: bigint; taskType: 1; response: GptResponse }
   | { taskId: bigint; taskType: 0; images: Uint8Array[] };
 
+/** A client of one relay (see {@link createRelayClient}); task requests are signed with EIP-712. */
 export type RelayClient = {
   readonly url: string;
   /** The signing address, if the client has an account. */
   readonly address: Address | undefined;
   /** The EIP-712 domain used to sign (fetched from `/v1/info` on first use when not given). */
   domain(): Promise<RelayDomain>;
+  /** `GET /v1/info`: the relay's name, chain, Task contract and upload limits (unsigned). */
   info(options?: { signal?: AbortSignal | undefined }): Promise<RelayInfo>;
+  /** `GET /v1/health`: the chain id and how far the relay's indexer got (unsigned). */
   health(options?: { signal?: AbortSignal | undefined }): Promise<RelayHealth>;
+  /** `GET /v1/stats`: node and task counts from the relay's index (unsigned; may lag the chain). */
   getNetworkStats(options?: { signal?: AbortSignal | undefined }): Promise<RelayStats>;
   /** Uploads the task arguments as canonical JSON; signed by the task's creator. */
   uploadTaskArgs(

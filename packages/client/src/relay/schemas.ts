@@ -64,6 +64,7 @@ export const RELAY_ERROR_CODES = [
   "timeout",
   "internal",
 ] as const;
+/** An error code the relay is known to answer with (see {@link RELAY_ERROR_CODES}). */
 export type RelayErrorCode = (typeof RELAY_ERROR_CODES)[number];
 
 /**
@@ -78,6 +79,7 @@ export const relayErrorBodySchema = z.object({
     field: z.string().optional(),
   }),
 });
+/** A relay error answer, parsed. */
 export type RelayErrorBody = z.infer<typeof relayErrorBodySchema>;
 
 /** `GET /v1/health`. `indexedBlock` is the last block the indexer applied (0 before any). */
@@ -87,6 +89,7 @@ export const relayHealthSchema = z.object({
   indexedBlock: countSchema,
   headBlock: countSchema,
 });
+/** A `GET /v1/health` answer, parsed. */
 export type RelayHealth = z.infer<typeof relayHealthSchema>;
 
 /** `GET /v1/info`: enough to build the EIP-712 domain (`relayDomain`) and to size uploads. */
@@ -102,6 +105,7 @@ export const relayInfoSchema = z.object({
     maxResultBytes: z.int().positive(),
   }),
 });
+/** A `GET /v1/info` answer, parsed. */
 export type RelayInfo = z.infer<typeof relayInfoSchema>;
 
 /** `GET /v1/stats`. */
@@ -110,6 +114,7 @@ export const relayStatsSchema = z.object({
   tasks: z.object({ total: countSchema, queued: countSchema, running: countSchema }),
   indexedBlock: countSchema,
 });
+/** A `GET /v1/stats` answer, parsed. */
 export type RelayStats = z.infer<typeof relayStatsSchema>;
 
 /**
@@ -122,6 +127,7 @@ export const relayArgsUploadResponseSchema = z.object({
   taskHash: bytes32Schema,
   stored: z.boolean(),
 });
+/** A `PUT /v1/tasks/:taskId/args` answer, parsed (task id as a decimal string). */
 export type RelayArgsUploadResponse = z.infer<typeof relayArgsUploadResponseSchema>;
 
 /**
@@ -134,6 +140,7 @@ export const relayArgsResponseSchema = z.object({
   taskHash: bytes32Schema,
   args: jsonObjectSchema,
 });
+/** A `GET /v1/tasks/:taskId/args` answer, parsed; `args` still as uploaded. */
 export type RelayArgsResponse = z.infer<typeof relayArgsResponseSchema>;
 
 /**
@@ -145,6 +152,7 @@ export const relayResultsUploadResponseSchema = z.object({
   taskId: taskIdSchema,
   stored: z.boolean(),
 });
+/** A `PUT /v1/tasks/:taskId/results` answer, parsed. */
 export type RelayResultsUploadResponse = z.infer<typeof relayResultsUploadResponseSchema>;
 
 /** Body of a GPT results upload; the relay also runs `parseGptResponse`'s consistency checks. */
@@ -156,14 +164,19 @@ export const relayResultImageSchema = z.object({
   sha256: blobSha256Schema,
   size: countSchema,
 });
+/** One stored SD image's index, sha256 and size in bytes, parsed. */
 export type RelayResultImage = z.infer<typeof relayResultImageSchema>;
 
+/** `GET /v1/tasks/:taskId/results` answer for a GPT task: the stored response. */
 export const relayGptResultsResponseSchema = z.object({
   taskId: taskIdSchema,
   taskType: z.literal(1),
   response: gptResponseSchema,
 });
 
+/**
+ * `GET /v1/tasks/:taskId/results` answer for an SD task: the stored images' digests; fetch each PNG by index.
+ */
 export const relaySdResultsResponseSchema = z.object({
   taskId: taskIdSchema,
   taskType: z.literal(0),
@@ -184,4 +197,5 @@ export const relayResultsResponseSchema = z.discriminatedUnion("taskType", [
   relayGptResultsResponseSchema,
   relaySdResultsResponseSchema,
 ]);
+/** A `GET /v1/tasks/:taskId/results` answer, parsed. */
 export type RelayResultsResponse = z.infer<typeof relayResultsResponseSchema>;

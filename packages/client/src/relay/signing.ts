@@ -37,6 +37,7 @@ export type RelayDomain = {
   verifyingContract: Address;
 };
 
+/** Options of {@link relayDomain}: the relay's name, the chain id and the Task contract address. */
 export type RelayDomainParameters = {
   /** The relay's name as its `GET /v1/info` reports it; `"Crynux Relay"` by default. */
   name?: string | undefined;
@@ -74,6 +75,10 @@ function isLocalAccount(signer: RelaySigner): signer is LocalAccount {
   return "type" in signer && signer.type === "local";
 }
 
+/**
+ * Options of {@link signRelayRequest}: the signer, the relay's domain and the request (method, path, body) to
+ * sign.
+ */
 export type SignRelayRequestParameters = {
   account: RelaySigner;
   domain: RelayDomain;
@@ -87,6 +92,7 @@ export type SignRelayRequestParameters = {
   timestamp?: number | undefined;
 };
 
+/** A signed relay request: the Unix-seconds timestamp and signature, and the two headers that carry them. */
 export type SignedRelayRequest = {
   timestamp: number;
   signature: Hex;
@@ -163,6 +169,10 @@ export async function signRelayRequest(parameters: SignRelayRequestParameters): 
   };
 }
 
+/**
+ * Options of {@link verifyRelayRequest}: the relay's domain, the request as received with its two headers,
+ * and the clock and skew allowed.
+ */
 export type VerifyRelayRequestParameters = {
   domain: RelayDomain;
   method: string;

@@ -49,6 +49,7 @@ export type GptExecutionProgress = { choice: number; choices: number; tokens: nu
 /** What {@link GptExecutor.execute} takes besides the arguments. */
 export type ExecuteGptTaskOptions = {
   signal?: AbortSignal;
+  /** Called after every generated token, e.g. to show progress; it must not throw. */
   onProgress?: (progress: GptExecutionProgress) => void;
 };
 

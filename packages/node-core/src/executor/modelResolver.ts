@@ -6,6 +6,10 @@ import type { ExecutorModelResolver } from "./gptExecutor.js";
 
 /** What {@link createModelResolver} takes: where models live and are cached, and progress callbacks. */
 export type CreateModelResolverParameters = Omit<ResolveModelOptions, "signal"> & {
+  /**
+   * Called while a model is being quantized to the bits the task asks for (only the first time: results are
+   * cached).
+   */
   onQuantizeProgress?: (progress: QuantizeProgress) => void;
 };
 

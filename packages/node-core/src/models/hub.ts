@@ -30,6 +30,7 @@ export type RetryPolicy = {
   maxDelayMs: number;
 };
 
+/** Retries used when none is given: 5 attempts in all, from 0.5 s doubling up to 30 s between them. */
 export const DEFAULT_RETRY_POLICY: RetryPolicy = { attempts: 5, minDelayMs: 500, maxDelayMs: 30_000 };
 
 /** What every request to the Hub needs. */

@@ -3,9 +3,13 @@ export type LogFields = Record<string, unknown>;
 
 /** Where the node writes its logs. Every method takes a short message and structured fields. */
 export type NodeLogger = {
+  /** Detail useful only when tracing a problem (each poll, each retry). */
   debug(message: string, fields?: LogFields): void;
+  /** Normal progress: joined, task started, committed, paid. */
   info(message: string, fields?: LogFields): void;
+  /** Something went wrong but the node carries on (a retried failure, a penalty). */
   warn(message: string, fields?: LogFields): void;
+  /** A failure the node cannot recover from by itself, or one that cost it (slashed, stopped). */
   error(message: string, fields?: LogFields): void;
 };
 
@@ -13,6 +17,7 @@ export type NodeLogger = {
 export const silentLogger: NodeLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
 const LEVELS = ["debug", "info", "warn", "error"] as const;
+/** A log level, least severe first; {@link jsonLinesLogger} drops entries below its `level`. */
 export type LogLevel = (typeof LEVELS)[number];
 
 /**

@@ -50,6 +50,10 @@ export type WatcherChanges = {
   nodeEvents: NodeChainEvent[];
 };
 
+/**
+ * Options of {@link createChainWatcher}: the client, the Task and Node contracts, this node's address and
+ * store, and the confirmation depth.
+ */
 export type CreateChainWatcherParameters = {
   client: PublicClient;
   contracts: Pick<CrynuxDeployment, "task" | "node">;
@@ -62,9 +66,14 @@ export type CreateChainWatcherParameters = {
   fromBlock: bigint;
   /** Called after the changes are persisted. */
   onChanges?: (changes: WatcherChanges) => void;
+  /** Called when a poll fails; the watcher retries with backoff. Default: `console.error`. */
   onError?: (error: unknown) => void;
 };
 
+/**
+ * A node's chain watcher (see {@link createChainWatcher}): poll it or run it, and read the newest block it
+ * has applied.
+ */
 export type ChainWatcher = Pick<LogFollower, "poll" | "start" | "stop"> & {
   readonly indexedBlock: bigint | null;
 };

@@ -74,6 +74,7 @@ export type QuantizeGgufParameters = {
   target: QuantizationTarget;
   /** Directory of quantized models (created when missing). */
   cacheDir: string;
+  /** Called as tensors are quantized, e.g. to show progress. */
   onProgress?: (progress: QuantizeProgress) => void;
   /** Aborting stops the work; no partial output file is left behind. */
   signal?: AbortSignal;
