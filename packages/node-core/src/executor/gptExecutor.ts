@@ -300,6 +300,8 @@ async function generateChoice(
   const start = performance.now();
   let firstTokenAt: number | undefined;
 
+  // Tokens whose text may hold a stop string that ends with the newest token.
+  const stopWindow = 4 * Math.max(0, ...config.stop_strings.map((stop) => stop.length)) + 4;
   // Returns true when generation must stop after `token`.
   const accept = (token: Token): boolean => {
     if (options.signal?.aborted)
@@ -317,10 +319,22 @@ async function generateChoice(
       return true;
     }
     if (config.stop_strings.length > 0) {
-      const text = model.detokenize(generated, false);
-      for (const stop of config.stop_strings) {
-        const at = text.indexOf(stop);
-        if (at >= 0 && (stopAt === undefined || at < stopAt)) stopAt = at;
+      // No stop string was in the text before this token, so a new one ends in the text of the last few
+      // tokens: look there (a token is at least one byte, a character at most 4), and only when one shows
+      // up detokenize everything to find its position. Detokenizing the whole output per token made long
+      // generations with stop strings quadratic.
+      const tail = generated.slice(-stopWindow);
+      const before = generated.slice(
+        Math.max(0, generated.length - stopWindow - 8),
+        -stopWindow || undefined,
+      );
+      const recent = model.detokenize(tail, false, before);
+      if (config.stop_strings.some((stop) => recent.includes(stop))) {
+        const text = model.detokenize(generated, false);
+        for (const stop of config.stop_strings) {
+          const at = text.indexOf(stop);
+          if (at >= 0 && (stopAt === undefined || at < stopAt)) stopAt = at;
+        }
       }
       if (stopAt !== undefined) {
         finishReason = "stop";
