@@ -301,7 +301,7 @@ describe.skipIf(!canRun)("chat page in Chromium against a devnet bridge", { time
     expect(pageErrors).toEqual([]);
   });
 
-  test("the dev server: a bridge without CORS is refused by the browser, and reached through CRYNUX_BRIDGE_PROXY", async () => {
+  test("the dev server: a bridge that does not allow its origin is refused by the browser, and reached through CRYNUX_BRIDGE_PROXY", async () => {
     const before = process.env["CRYNUX_BRIDGE_PROXY"];
     process.env["CRYNUX_BRIDGE_PROXY"] = devnet.bridge.url;
     try {
@@ -324,13 +324,14 @@ describe.skipIf(!canRun)("chat page in Chromium against a devnet bridge", { time
     devPage.on("pageerror", (error) => pageErrors.push(error));
     try {
       await devPage.goto(devUrl);
-      // The devnet's own bridge allows no origin: the browser hides its answer from the page.
-      await devPage.fill("#bridge-url", devnet.bridge.url);
+      // The test's bridge allows only the built site's origin, not the dev server's: the browser hides its
+      // answer from the page.
+      await devPage.fill("#bridge-url", bridge.url);
       await devPage.fill("#api-key", devnet.apiKey);
       await devPage.click("#connect");
       await devPage.locator('#connection[data-state="error"]').waitFor({ timeout: 60_000 });
       expect(await devPage.locator("#error").textContent()).toContain(
-        `Cannot reach the bridge at ${devnet.bridge.url}`,
+        `Cannot reach the bridge at ${bridge.url}`,
       );
 
       await devPage.fill("#bridge-url", devUrl);

@@ -190,6 +190,8 @@ export async function startDevnet(options: StartDevnetOptions = {}): Promise<Dev
         pollingIntervalMs: 100,
         dataDir: IN_MEMORY,
         blobDir: join(dir, "relay-blobs"),
+        // A local network: any page (a dApp on a dev server, examples/chat) may call it.
+        cors: ["*"],
       },
       { onIndexerError: quiet ? () => {} : (error) => console.error("relay indexer:", error) },
     );
@@ -302,6 +304,7 @@ export async function startDevnet(options: StartDevnetOptions = {}): Promise<Dev
         pollingIntervalMs: 200,
         models: { [bridgeModel]: { type: "gpt", model: model.ref, defaultMaxTokens: 32, maxTokens: 1024 } },
         apiKeys: [{ name: "devnet", key: apiKey }],
+        cors: ["*"],
       },
       { onTaskError: quiet ? () => {} : (error) => console.error("bridge:", error) },
     );

@@ -133,6 +133,8 @@ export const nodeConfigSchema = z.strictObject({
     .optional(),
   confirmations: z.int().min(0).max(1000).default(2),
   pollingIntervalMs: z.int().min(10).max(600_000).default(1000),
+  /** Finished task records are kept this many days, then folded into the state's archive (0: keep all). */
+  keepTaskRecordsDays: z.number().min(0).max(36_500).default(30),
   /** Stake to join with, in CNX (default: the Node contract's stake amount). */
   stake: cnx.optional(),
   api: z
@@ -205,6 +207,7 @@ export const NODE_ENV: Record<string, { path: string[]; kind: EnvKind }> = {
   CRYNUX_NODE_SD_URL: { path: ["sd", "url"], kind: "string" },
   CRYNUX_NODE_CONFIRMATIONS: { path: ["confirmations"], kind: "int" },
   CRYNUX_NODE_POLLING_INTERVAL_MS: { path: ["pollingIntervalMs"], kind: "int" },
+  CRYNUX_NODE_KEEP_TASK_RECORDS_DAYS: { path: ["keepTaskRecordsDays"], kind: "int" },
   CRYNUX_NODE_STAKE: { path: ["stake"], kind: "string" },
   CRYNUX_NODE_API_HOST: { path: ["api", "host"], kind: "string" },
   CRYNUX_NODE_API_PORT: { path: ["api", "port"], kind: "int" },

@@ -123,6 +123,8 @@ export async function startNodeProgram(
     card: config.card,
     confirmations: config.confirmations,
     pollingIntervalMs: config.pollingIntervalMs,
+    pruneTaskRecordsAfterMs:
+      config.keepTaskRecordsDays === 0 ? Number.POSITIVE_INFINITY : config.keepTaskRecordsDays * 86_400_000,
     stake: config.stake,
     logger,
   });

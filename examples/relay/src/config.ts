@@ -126,7 +126,7 @@ export const RELAY_ENV: Record<string, { path: string[]; kind: "string" | "int" 
   CRYNUX_RELAY_REQUEST_TIMEOUT_MS: { path: ["requestTimeoutMs"], kind: "int" },
   CRYNUX_RELAY_MAX_SKEW_SECONDS: { path: ["maxSkewSeconds"], kind: "int" },
   /** Comma-separated origins. */
-  CRYNUX_RELAY_CORS_ORIGINS: { path: ["cors"], kind: "list" },
+  CRYNUX_RELAY_CORS: { path: ["cors"], kind: "list" },
 };
 
 /** Thrown for a config file, environment variable or deployment file that cannot be used. */

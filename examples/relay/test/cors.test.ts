@@ -112,7 +112,7 @@ const browserFetch = (origin: string) => {
 describe("relay CORS config", () => {
   const minimal = { taskContract: TASK_ADDRESS } as const satisfies RelayConfigInput;
 
-  test("default none; origins are normalized as browsers send them; CRYNUX_RELAY_CORS_ORIGINS is a comma list", async () => {
+  test("default none; origins are normalized as browsers send them; CRYNUX_RELAY_CORS is a comma list", async () => {
     expect((await resolveRelayConfig(minimal)).cors).toEqual([]);
     expect(
       (
@@ -123,7 +123,7 @@ describe("relay CORS config", () => {
       ).cors,
     ).toEqual(["http://app.example.com", "https://a.example:8443"]);
     const fromEnv = await loadRelayConfig({
-      env: { CRYNUX_RELAY_CORS_ORIGINS: " http://localhost:5173, *,," },
+      env: { CRYNUX_RELAY_CORS: " http://localhost:5173, *,," },
       overrides: minimal,
     });
     expect(fromEnv.cors).toEqual(["http://localhost:5173", "*"]);

@@ -14,7 +14,7 @@ import { detectCard, type NodeCard } from "./card.js";
 import { NodeRuntimeError, NodeStoppedError, TxRevertedError } from "./errors.js";
 import { type NodeLogger, silentLogger } from "./logger.js";
 import { advanceTask, type SdTaskExecutor, type TaskActivity, type TaskPipelineContext } from "./pipeline.js";
-import { type NodeStore, openNodeStore, type TaskOutcome, type TaskRecord } from "./store.js";
+import { type NodeStore, openNodeStore, type TaskOutcome, type TaskRecord, taskEarnings } from "./store.js";
 import { createTxSender, type TxSender } from "./txSender.js";
 import { type ChainWatcher, createChainWatcher, type NodeChainEvent } from "./watcher.js";
 
@@ -40,7 +40,7 @@ export type CreateNodeParameters = {
   stateDir: string;
   /** Runs GPT tasks; its `runtimeId` is the node's runtime id. */
   gpt: Pick<GptExecutor, "execute" | "runtimeId" | "loadedModels">;
-  /** Runs SD tasks; without it the node stays out of SD tasks it is selected for. */
+  /** Runs SD tasks; the node declares SD when it joins only with it, so without it it is never selected for SD. */
   sd?: SdTaskExecutor | undefined;
   /** The card to join with; detected with node-llama-cpp when left out. */
   card?: NodeCard | undefined;
@@ -56,6 +56,12 @@ export type CreateNodeParameters = {
   resumeIfPaused?: boolean | undefined;
   /** How long one step waits for the creator's arguments on the relay before looking at the chain again. */
   argsWaitMs?: number | undefined;
+  /**
+   * Records of finished tasks older than this (ms since their last update) are pruned at start and every
+   * hour; their outcomes and earnings stay in the store's archive and in `status()`. Default 30 days;
+   * `Infinity` keeps every record.
+   */
+  pruneTaskRecordsAfterMs?: number | undefined;
   logger?: NodeLogger | undefined;
 };
 
@@ -262,9 +268,23 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
     );
   }
 
+  const pruneAfterMs = parameters.pruneTaskRecordsAfterMs ?? 30 * 24 * 3_600_000;
+  let pruneTimer: ReturnType<typeof setInterval> | undefined;
+  async function prune() {
+    if (!store || !Number.isFinite(pruneAfterMs)) return;
+    try {
+      const pruned = await store.pruneTasks(Date.now() - pruneAfterMs);
+      if (pruned > 0) logger.info("pruned finished task records", { pruned });
+    } catch (error) {
+      logger.warn("pruning task records failed", { error: describe(error) });
+    }
+  }
+
   async function stopNode() {
     if (!running) return;
     running = false;
+    clearInterval(pruneTimer);
+    pruneTimer = undefined;
     controller?.abort();
     await watcher?.stop();
     await Promise.allSettled([...loops.values()]);
@@ -275,6 +295,9 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
     controller = new AbortController();
     const signal = controller.signal;
     store = await openNodeStore(parameters.stateDir);
+    await prune();
+    pruneTimer = setInterval(() => void prune(), 3_600_000);
+    pruneTimer.unref?.();
     const meta = await store.readMeta();
     if (meta.address && meta.address.toLowerCase() !== address.toLowerCase())
       throw new NodeRuntimeError(`The state directory ${parameters.stateDir} belongs to ${meta.address}.`);
@@ -405,13 +428,14 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
 
     async status() {
       const records = store ? await store.listTasks() : [];
+      // Pruned records count through the archive.
+      const archive = store ? await store.readArchive() : undefined;
       const current = records.find((r) => r.step !== "done");
-      const outcomes: Partial<Record<TaskOutcome, number>> = {};
-      let earnings = 0n;
+      const outcomes: Partial<Record<TaskOutcome, number>> = { ...archive?.outcomes };
+      let earnings = BigInt(archive?.earnings ?? "0");
       for (const record of records) {
         if (record.outcome) outcomes[record.outcome] = (outcomes[record.outcome] ?? 0) + 1;
-        for (const event of record.events)
-          if (event.event === "TaskNodeSuccess") earnings += BigInt(event.data.fee ?? "0");
+        earnings += taskEarnings(record);
       }
       const [chainStatus, averageScore, weight, recentScoreSum] = await Promise.all([
         readStatus(),
@@ -440,7 +464,7 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
         currentTask: current
           ? { taskId: BigInt(current.taskId), round: current.round, step: current.step }
           : null,
-        tasksDone: records.filter((r) => r.step === "done").length,
+        tasksDone: (archive?.tasks ?? 0) + records.filter((r) => r.step === "done").length,
         outcomes,
         earnings,
         qos: { averageScore, weight, recentScoreSum },
