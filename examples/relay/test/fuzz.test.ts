@@ -827,8 +827,11 @@ describe("relay fuzz", () => {
       .map((s) => encodeURI(s).replace(/%25([0-9a-fA-F]{2})/g, "%$1"));
     await fc.assert(
       fc.asyncProperty(index, async (text) => {
-        runs++;
         const urlPath = `/v1/tasks/${T.sdDone}/results/${text}`;
+        // Only values that stay one path segment: "." or "..", "/", "?" and "#" make the URL parser send
+        // another path (or a query) than the one signed, which is a different request.
+        fc.pre(new URL(urlPath, "http://relay.test").pathname === urlPath);
+        runs++;
         const response = await send({
           method: "GET",
           path: urlPath,

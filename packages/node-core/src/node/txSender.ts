@@ -6,6 +6,7 @@ import {
   BaseError,
   type Chain,
   ContractFunctionRevertedError,
+  Eip1559FeesNotSupportedError,
   encodeFunctionData,
   type Hex,
   InsufficientFundsError,
@@ -96,9 +97,35 @@ export function createTxSender(parameters: CreateTxSenderParameters): TxSender {
     return run;
   };
 
-  async function resyncNonce(): Promise<number> {
-    nextNonce = await publicClient.getTransactionCount({ address: account.address, blockTag: "pending" });
-    return nextNonce;
+  let cachedChainId: Promise<number> | undefined;
+  function chainId(): Promise<number> {
+    cachedChainId ??= (
+      walletClient.chain ? Promise.resolve(walletClient.chain.id) : publicClient.getChainId()
+    ).catch((error: unknown) => {
+      cachedChainId = undefined;
+      throw error;
+    });
+    return cachedChainId;
+  }
+
+  /** EIP-1559 fees from the latest block, or a legacy gas price on a chain without a base fee. */
+  async function transactionFees(): Promise<
+    | { type: "eip1559"; maxFeePerGas: bigint; maxPriorityFeePerGas: bigint }
+    | { type: "legacy"; gasPrice: bigint }
+  > {
+    const estimate = publicClient.estimateFeesPerGas as (parameters: {
+      type: "eip1559" | "legacy";
+    }) => Promise<{ maxFeePerGas?: bigint; maxPriorityFeePerGas?: bigint; gasPrice?: bigint }>;
+    try {
+      const { maxFeePerGas, maxPriorityFeePerGas } = await estimate({ type: "eip1559" });
+      if (maxFeePerGas !== undefined && maxPriorityFeePerGas !== undefined)
+        return { type: "eip1559", maxFeePerGas, maxPriorityFeePerGas };
+    } catch (error) {
+      if (!hasCause(error, Eip1559FeesNotSupportedError)) throw error;
+    }
+    const { gasPrice } = await estimate({ type: "legacy" });
+    if (gasPrice === undefined) throw new TxSendError("The RPC gave no gas price.");
+    return { type: "legacy", gasPrice };
   }
 
   async function sendOnce(p: SendTransactionParameters, fullAbi: Abi): Promise<SentTransaction> {
@@ -110,23 +137,24 @@ export function createTxSender(parameters: CreateTxSenderParameters): TxSender {
       args: p.args ?? [],
       ...(p.value !== undefined ? { value: p.value } : {}),
     } as never;
-    try {
-      await publicClient.simulateContract(call);
-    } catch (error) {
-      throw asRevert(error, p.functionName) ?? error;
-    }
-    let gas: bigint;
-    try {
-      gas = withSelectionGasMargin(await publicClient.estimateContractGas(call));
-      if (p.minGas !== undefined && gas < p.minGas) gas = p.minGas;
-    } catch (error) {
-      throw asRevert(error, p.functionName) ?? error;
-    }
-    let nonce = nextNonce ?? (await resyncNonce());
+    // The gas estimate executes the call, so a revert surfaces here with the contract's error (no separate
+    // simulation). The estimate, the pending nonce and (local accounts) the fees are independent: one round
+    // trip for the three.
+    const local = account.type === "local";
+    const [estimated, onChain, fees] = await Promise.all([
+      publicClient.estimateContractGas(call).catch((error: unknown) => {
+        throw asRevert(error, p.functionName) ?? error;
+      }),
+      publicClient.getTransactionCount({ address: account.address, blockTag: "pending" }),
+      local ? transactionFees() : undefined,
+      local ? chainId() : undefined,
+    ]);
+    let gas = withSelectionGasMargin(estimated);
+    if (p.minGas !== undefined && gas < p.minGas) gas = p.minGas;
+    let nonce = nextNonce ?? onChain;
     // A reorg drops mined transactions of ours, and they do not come back to the pool: the chain's count is
     // then below the local one, and a transaction sent with the local nonce would wait behind the gap (no
     // error, no receipt) until the receipt timeout.
-    const onChain = await publicClient.getTransactionCount({ address: account.address, blockTag: "pending" });
     if (onChain < nonce) nonce = onChain;
     const data = encodeFunctionData({
       abi: fullAbi,
@@ -134,17 +162,17 @@ export function createTxSender(parameters: CreateTxSenderParameters): TxSender {
       args: p.args ?? [],
     } as never);
     let hash: Hex;
-    if (account.type === "local") {
-      const prepared = await walletClient.prepareTransactionRequest({
-        account,
-        chain: walletClient.chain,
+    if (account.type === "local" && fees) {
+      // Signed here with every field known: no fill-in round trips to the RPC.
+      const serialized = await account.signTransaction({
+        chainId: await chainId(),
         to: p.address,
         data,
         gas,
         nonce,
         ...(p.value !== undefined ? { value: p.value } : {}),
+        ...fees,
       } as never);
-      const serialized = await walletClient.signTransaction(prepared as never);
       hash = keccak256(serialized);
       // Persisted before it can land: after a crash the node looks this hash up instead of guessing.
       await p.onHash?.(hash);
@@ -168,7 +196,10 @@ export function createTxSender(parameters: CreateTxSenderParameters): TxSender {
     } catch {
       // An observer's failure must not make a broadcast transaction look failed: it would be sent again.
     }
-    const receipt = await waitForReceipt(hash, p.signal);
+    // Usually mined by now on a fast chain: ask once before polling for new blocks.
+    const receipt =
+      (await publicClient.getTransactionReceipt({ hash }).catch(() => undefined)) ??
+      (await waitForReceipt(hash, p.signal));
     if (receipt.status !== "success") {
       // Replay it on the current state to learn the contract's reason (usually the same one).
       let revert: TxRevertedError | undefined;
