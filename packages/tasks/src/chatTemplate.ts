@@ -95,7 +95,7 @@ const templateCache = new Map<string, Template>();
  * take a few hundred per message; a template from a model file is untrusted input to a node, and without a
  * bound a loop like `{% for i in range(10**12) %}` would hold the node's CPU for good.
  */
-const MAX_TEMPLATE_STEPS = 5_000_000;
+const MAX_TEMPLATE_STEPS = 1_000_000;
 /** Longest list `range()` may build inside a template. */
 const MAX_RANGE_LENGTH = 100_000;
 
@@ -110,13 +110,25 @@ class TemplateBudgetExceeded extends Error {
  */
 function budgetedInterpreter(environment: Environment): Interpreter {
   const interpreter = new Interpreter(environment);
-  const evaluate = interpreter.evaluate.bind(interpreter);
   let steps = 0;
-  interpreter.evaluate = (statement: Parameters<Interpreter["evaluate"]>[0], scope: Environment) => {
+  const step = () => {
     if (++steps > MAX_TEMPLATE_STEPS) {
       throw new TemplateBudgetExceeded(`The template took more than ${MAX_TEMPLATE_STEPS} evaluation steps.`);
     }
+  };
+  // A loop runs its body through `evaluateBlock` once per item, even an empty body: count both.
+  const evaluate = interpreter.evaluate.bind(interpreter);
+  interpreter.evaluate = (statement: Parameters<Interpreter["evaluate"]>[0], scope: Environment) => {
+    step();
     return evaluate(statement, scope);
+  };
+  const evaluateBlock = interpreter.evaluateBlock.bind(interpreter);
+  interpreter.evaluateBlock = (
+    statements: Parameters<Interpreter["evaluateBlock"]>[0],
+    scope: Environment,
+  ) => {
+    step();
+    return evaluateBlock(statements, scope);
   };
   return interpreter;
 }
@@ -158,7 +170,7 @@ class RaisedByTemplate extends Error {
  * Line breaks in the template source are read as Python's Jinja2 reads them: `"\r\n"` and `"\r"` count as
  * `"\n"`, and one line break at the very end is dropped.
  *
- * A template is untrusted input (it comes with the model file): one rendering may take at most 5 million
+ * A template is untrusted input (it comes with the model file): one rendering may take at most 1 million
  * evaluation steps and `range()` may build at most 100 000 items; past that it fails with a
  * {@link ChatTemplateError} of kind `"render"` instead of holding the CPU.
  *
