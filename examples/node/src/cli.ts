@@ -146,12 +146,17 @@ async function start(config: NodeConfig, io: Output): Promise<number> {
       finish(EXIT.runtime);
     }
   };
+  let signalledAt = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     if (signalled) {
+      // A Ctrl-C reaches every process of the terminal's group and a wrapper (npx, tsx) relays it again:
+      // a repeat within 2 s is the same request, a later one means "now".
+      if (Date.now() - signalledAt < 2000) return;
       logger.warn("second signal: exiting now", { signal });
       process.exit(EXIT.runtime);
     }
     signalled = signal;
+    signalledAt = Date.now();
     logger.info("stopping", { signal });
     aborter.abort(new Error(`${signal} received`));
     if (program) void stop(EXIT.ok);
