@@ -81,10 +81,10 @@ function appClient(account: number, fetchHook?: typeof globalThis.fetch): Crynux
     relayUrl,
     contracts: network.contracts,
     pollingInterval: 200,
-    // The relay is down for as long as a restart takes (seconds): network failures are retried for ~40 s.
+    // Default retries: the relay is down for as long as a restart takes (seconds), and the client keeps
+    // trying for as long as the action waits for the relay (uploadTaskArgs, getTaskResult).
     relay: {
       pollIntervalMs: 200,
-      retry: { limit: 40, backoffLimitMs: 1000 },
       ...(fetchHook ? { fetch: fetchHook } : {}),
     },
   });

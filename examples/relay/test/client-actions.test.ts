@@ -10,6 +10,7 @@ import {
   type RelayClient,
   TaskAbortedError,
   TaskContractError,
+  TaskNotFoundError,
   TaskResultMismatchError,
   type TaskStage,
   WaitForTaskTimeoutError,
@@ -333,6 +334,13 @@ describe("@crynux/client actions against anvil and a real relay", () => {
       .catch((e: unknown) => e);
     expect(timedOut).toBeInstanceOf(WaitForTaskTimeoutError);
     expect((timedOut as WaitForTaskTimeoutError).stage).toBe("started");
+
+    // Another task under this id (what a reorg that dropped the creating transaction leaves): not followed.
+    const replaced = await client
+      .waitForTask({ taskId, taskHash: `0x${"ee".repeat(32)}`, pollingIntervalMs: 50 })
+      .catch((e: unknown) => e);
+    expect(replaced).toBeInstanceOf(TaskNotFoundError);
+    expect((replaced as TaskNotFoundError).details).toMatch(/another task hash/);
 
     const controller = new AbortController();
     const seen: TaskStage[] = [];

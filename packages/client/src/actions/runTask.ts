@@ -72,6 +72,7 @@ export async function runTask(
   });
   const final = await waitForTask(client, {
     taskId: created.taskId,
+    taskHash: created.taskHash,
     fromBlock: created.blockNumber,
     signal,
     onProgress,

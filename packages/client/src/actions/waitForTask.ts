@@ -1,6 +1,6 @@
 import type { Address, Hex } from "viem";
 import { getBlockNumber } from "viem/actions";
-import { type TaskNotFoundError, WaitForTaskTimeoutError } from "../errors.js";
+import { TaskNotFoundError, WaitForTaskTimeoutError } from "../errors.js";
 import { type GetTaskReturnType, getTask } from "./getTask.js";
 import { getTaskHistory, type TaskEvent } from "./getTaskHistory.js";
 import type { CrynuxBaseClient } from "./types.js";
@@ -42,6 +42,12 @@ export type WaitForTaskParameters = {
   signal?: AbortSignal | undefined;
   /** Called once per stage, in order (stages the task skipped, such as `queued`, are not reported). */
   onProgress?: ((progress: TaskProgress) => void) | undefined;
+  /**
+   * The task hash it was created with (`createTask`'s `taskHash`). When a reorg drops the creating
+   * transaction, another task may take the same id: with the hash given, that throws `TaskNotFoundError`
+   * instead of following someone else's task.
+   */
+  taskHash?: Hex | undefined;
 };
 
 /**
@@ -111,6 +117,14 @@ export async function waitForTask(
     }
     const task = await getTask(client, { taskId, blockNumber: head });
     if (signal?.aborted) throw signal.reason;
+    if (
+      parameters.taskHash !== undefined &&
+      task.taskHash.toLowerCase() !== parameters.taskHash.toLowerCase()
+    ) {
+      throw new TaskNotFoundError(taskId, {
+        details: `Task ${taskId} now has another task hash (${task.taskHash}): a reorg dropped the transaction that created yours.`,
+      });
+    }
 
     for (const progress of stagesOf(taskId, history)) report(progress);
     const fromState = stageOfState(task);

@@ -254,7 +254,11 @@ export function createRelayClient(parameters: CreateRelayClientParameters): Rela
     return parseBody(await send(client, "get", path, { signal }), schema, baseUrl + path);
   }
 
-  /** Runs `attempt` until it succeeds, or fails with an error other than the awaited codes, or time is up. */
+  /**
+   * Runs `attempt` until it succeeds, or fails with an error other than the awaited codes, or time is up. A
+   * relay that cannot be reached counts as not ready yet: within the wait, a relay restart (seconds) must not
+   * lose a task its creator already paid for.
+   */
   async function waitFor<T>(
     attempt: () => Promise<T>,
     codes: readonly string[],
@@ -266,7 +270,9 @@ export function createRelayClient(parameters: CreateRelayClientParameters): Rela
       try {
         return await attempt();
       } catch (error) {
-        const retryable = error instanceof RelayRequestError && codes.includes(error.code);
+        const retryable =
+          (error instanceof RelayRequestError && codes.includes(error.code)) ||
+          error instanceof RelayConnectionError;
         if (!retryable || Date.now() + pollIntervalMs > deadline) throw error;
         await sleep(pollIntervalMs, signal);
       }
