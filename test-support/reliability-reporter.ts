@@ -16,9 +16,26 @@ export default class ReliabilityReporter implements Reporter {
   onTestRunEnd(testModules: ReadonlyArray<TestModule>): void {
     const rows: Row[] = [];
     for (const module of testModules) {
-      for (const test of module.children.allTests()) {
+      const tests = [...module.children.allTests()];
+      const recordsTrials = tests.some((test) => test.meta().reliability);
+      for (const test of tests) {
         const trials = test.meta().reliability;
-        if (!trials) continue;
+        if (!trials) {
+          // A test of a fault file that failed before it could record its trial still shows, as failed.
+          if (recordsTrials && test.result().state === "failed") {
+            rows.push({
+              area: "Failed before recording a trial",
+              fault: test.fullName,
+              runs: 1,
+              expected: "see the test",
+              state: "failed",
+              test: test.fullName,
+              file: relative(this.options.root, module.moduleId),
+              durationMs: test.diagnostic()?.duration ?? 0,
+            });
+          }
+          continue;
+        }
         const result = test.result();
         for (const trial of trials) {
           rows.push({

@@ -14,6 +14,7 @@ import {
   NonceTooHighError,
   NonceTooLowError,
   type PublicClient,
+  TransactionNotFoundError,
   type TransactionReceipt,
   type Transport,
   type WalletClient,
@@ -77,6 +78,9 @@ export type TxSender = {
   /** Waits for a transaction sent earlier (e.g. before a restart); `undefined` when the chain does not know it. */
   waitForKnown(hash: Hex, signal?: AbortSignal): Promise<TransactionReceipt | undefined>;
 };
+
+/** How often a transaction waiting for its receipt is checked for being still known to the chain. */
+const DROP_CHECK_MS = 3_000;
 
 const DEFAULT_ERROR_ABI = [...taskAbi, ...nodeAbi, ...qosAbi].filter((item) => item.type === "error") as Abi;
 
@@ -199,7 +203,7 @@ export function createTxSender(parameters: CreateTxSenderParameters): TxSender {
     // Usually mined by now on a fast chain: ask once before polling for new blocks.
     const receipt =
       (await publicClient.getTransactionReceipt({ hash }).catch(() => undefined)) ??
-      (await waitForReceipt(hash, p.signal));
+      (await waitUnlessDropped(hash, p.signal));
     if (receipt.status !== "success") {
       // Replay it on the current state to learn the contract's reason (usually the same one).
       let revert: TxRevertedError | undefined;
@@ -211,6 +215,36 @@ export function createTxSender(parameters: CreateTxSenderParameters): TxSender {
       throw revert ?? new TxRevertedError({ functionName: p.functionName, errorName: undefined, hash });
     }
     return { hash, receipt };
+  }
+
+  /**
+   * Waits for the receipt, but gives up early when the chain no longer knows the transaction at all, neither
+   * mined nor pending (twice, `DROP_CHECK_MS` apart): a reorg dropped it on a chain that does not put it back
+   * in the pool, or the pool evicted it. The send is then retried with the chain's nonce, instead of waiting
+   * out the receipt timeout.
+   */
+  async function waitUnlessDropped(hash: Hex, signal: AbortSignal | undefined): Promise<TransactionReceipt> {
+    const done = new AbortController();
+    const watch = signal ? AbortSignal.any([signal, done.signal]) : done.signal;
+    const dropped = (async (): Promise<never> => {
+      let misses = 0;
+      for (;;) {
+        await sleep(DROP_CHECK_MS, watch).catch(() => {});
+        if (watch.aborted) return new Promise<never>(() => {});
+        const known = await publicClient.getTransaction({ hash }).then(
+          () => true,
+          (error: unknown) => !hasCause(error, TransactionNotFoundError),
+        );
+        misses = known ? 0 : misses + 1;
+        if (misses >= 2) throw new TxSendError(`The chain dropped transaction ${hash}: it is sent again.`);
+      }
+    })();
+    dropped.catch(() => {}); // settled after the race at most: nobody else listens
+    try {
+      return await Promise.race([waitForReceipt(hash, signal), dropped]);
+    } finally {
+      done.abort();
+    }
   }
 
   async function waitForReceipt(hash: Hex, signal: AbortSignal | undefined): Promise<TransactionReceipt> {
