@@ -138,6 +138,38 @@ describe("chain watcher", () => {
     expect((await store.getTask(taskId))?.events).toEqual([]);
     expect(await store.getTask(taskId)).toBeDefined();
 
+    // A task finished on the state of a block that a reorg replaces is reopened at the step it was at (what
+    // ended it may be gone); one finished on an older block stays done.
+    const beforeFinish = await testClient.snapshot();
+    const base = await publicClient.getBlockNumber();
+    await testClient.mine({ blocks: 2 });
+    await pollUntilUpToDate(watcher);
+    await store.updateTask(taskId, (r) =>
+      r
+        ? {
+            ...r,
+            step: "done",
+            outcome: "success",
+            finishedIn: { blockNumber: (base + 2n).toString(), step: "disclosed" },
+          }
+        : undefined,
+    );
+    const older = { ...(await store.getTask(taskId))!, taskId: "99", startedIn: null };
+    older.finishedIn = { blockNumber: base.toString(), step: "committed" };
+    await store.updateTask(99n, () => older);
+    await testClient.revert({ id: beforeFinish });
+    await testClient.mine({ blocks: 3 });
+    await pollUntilUpToDate(watcher);
+    expect(changes.flatMap((c) => c.reopened)).toEqual([taskId]);
+    const reopened = await store.getTask(taskId);
+    expect([reopened?.step, reopened?.outcome, reopened?.finishedIn]).toEqual([
+      "disclosed",
+      undefined,
+      undefined,
+    ]);
+    expect((await store.getTask(99n))?.step).toBe("done");
+    await store.deleteTask(99n);
+
     // A restart continues from the stored cursor: nothing is delivered twice.
     const before = changes.length;
     await pollUntilUpToDate(watch());

@@ -345,6 +345,10 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
           logger.info("task started", { taskId });
           if (!signal.aborted) runTask(ctx, taskId);
         }
+        for (const taskId of changes.reopened) {
+          logger.warn("task reopened after a reorg", { taskId });
+          if (!signal.aborted) runTask(ctx, taskId);
+        }
         for (const taskId of [...changes.updated, ...changes.removed]) wake(taskId);
         for (const event of changes.nodeEvents) {
           logger.info("node event", { event: event.event, ...event.data });

@@ -134,7 +134,7 @@ async function advanceOnce(ctx: TaskPipelineContext, taskId: bigint): Promise<Ad
     // proves that the start was reorged away.
     if (record.startedIn && chain.blockNumber < BigInt(record.startedIn.blockNumber))
       return { done: false, reason: "the RPC is behind the task's start", retryInMs: 1000 };
-    return finish(ctx, record, "vanished");
+    return finish(ctx, record, "vanished", chain.blockNumber);
   }
   const mine = chain.rounds[record.round]!;
   if (mine.flags & F_RELEASED) {
@@ -142,7 +142,7 @@ async function advanceOnce(ctx: TaskPipelineContext, taskId: bigint): Promise<Ad
     // dropped transactions (disclosure, upload report) unsent.
     if (!(await releaseConfirmed(ctx, taskId, record.round, chain.blockNumber)))
       return { done: false, reason: "waiting for the release to be confirmed", retryInMs: 500 };
-    return finish(ctx, record, outcomeOf(chain, mine.flags));
+    return finish(ctx, record, outcomeOf(chain, mine.flags), chain.blockNumber);
   }
 
   const commitCount = chain.rounds.filter((r) => r.commitPlace > 0).length;
@@ -302,9 +302,17 @@ async function finish(
   ctx: TaskPipelineContext,
   record: TaskRecord,
   outcome: TaskOutcome,
+  blockNumber: bigint,
 ): Promise<AdvanceResult> {
   const stored = await ctx.store.updateTask(BigInt(record.taskId), (r) =>
-    r ? { ...r, step: "done", outcome } : undefined,
+    r
+      ? {
+          ...r,
+          step: "done",
+          outcome,
+          finishedIn: { blockNumber: blockNumber.toString(), step: r.step === "done" ? "started" : r.step },
+        }
+      : undefined,
   );
   if (stored) ctx.onStep?.(stored);
   ctx.logger.info("task finished", { taskId: record.taskId, outcome });

@@ -114,6 +114,12 @@ export const taskRecordSchema = z.strictObject({
   pendingTx: z.strictObject({ functionName: z.string(), hash: hash32 }).optional(),
   events: z.array(chainEventSchema),
   outcome: z.enum(TASK_OUTCOMES).optional(),
+  /**
+   * Done records: the block whose state the task was finished on, and the step it was at. A reorg reaching
+   * down to that block may have dropped what ended the task (a release buried under fewer blocks than the
+   * reorg's depth): the record is then reopened at that step and the chain is read again.
+   */
+  finishedIn: z.strictObject({ blockNumber: decimal, step: z.enum(TASK_STEPS) }).optional(),
   /** Why the node stopped working on the task before its end (no executor, lost result, deadline). */
   note: z.string().optional(),
   /** The last failure of a step (kept for status and logs; the step is retried). */

@@ -47,6 +47,11 @@ export type WatcherChanges = {
   updated: bigint[];
   /** Tasks forgotten because their TaskStarted was in reorged blocks. */
   removed: bigint[];
+  /**
+   * Finished tasks reopened because they were finished on the state of a reorged block (what ended them
+   * may be gone): they must be advanced again.
+   */
+  reopened: bigint[];
   nodeEvents: NodeChainEvent[];
 };
 
@@ -83,7 +88,8 @@ export type ChainWatcher = Pick<LogFollower, "poll" | "start" | "stop"> & {
  * records up to date: a record is created on a confirmed TaskStarted naming this node, and the task's later
  * events are appended to it. Records are written before the cursor, and every update is idempotent (an
  * event is keyed by block hash and log index), so a crash between the two only replays a batch. On a reorg
- * the events of the reorged blocks are dropped, and a task whose TaskStarted was reorged away is forgotten.
+ * the events of the reorged blocks are dropped, a task whose TaskStarted was reorged away is forgotten, and a
+ * task finished on the state of a reorged block is reopened.
  */
 export function createChainWatcher(parameters: CreateChainWatcherParameters): ChainWatcher {
   const { store } = parameters;
@@ -102,20 +108,32 @@ export function createChainWatcher(parameters: CreateChainWatcherParameters): Ch
       return meta.cursor ? parseFollowerCursor(meta.cursor) : null;
     },
     onLogs: async (batch) => {
-      const changes: WatcherChanges = { started: [], updated: [], removed: [], nodeEvents: [] };
+      const changes: WatcherChanges = { started: [], updated: [], removed: [], reopened: [], nodeEvents: [] };
       for (const log of batch.logs) await apply(log, changes);
       await saveCursor(batch.cursor);
       if (changes.started.length + changes.updated.length + changes.nodeEvents.length > 0)
         parameters.onChanges?.(changes);
     },
     onReorg: async ({ fromBlock, cursor }) => {
-      const changes: WatcherChanges = { started: [], updated: [], removed: [], nodeEvents: [] };
+      const changes: WatcherChanges = { started: [], updated: [], removed: [], reopened: [], nodeEvents: [] };
       for (const record of await store.listTasks()) {
         const taskId = BigInt(record.taskId);
         if (record.startedIn && BigInt(record.startedIn.blockNumber) >= fromBlock) {
           await store.deleteTask(taskId);
           changes.removed.push(taskId);
           continue;
+        }
+        if (
+          record.step === "done" &&
+          record.finishedIn &&
+          BigInt(record.finishedIn.blockNumber) >= fromBlock
+        ) {
+          await store.updateTask(taskId, (r) =>
+            r?.step === "done" && r.finishedIn
+              ? { ...r, step: r.finishedIn.step, outcome: undefined, finishedIn: undefined }
+              : undefined,
+          );
+          changes.reopened.push(taskId);
         }
         if (record.events.some((e) => BigInt(e.blockNumber) >= fromBlock)) {
           await store.updateTask(taskId, (r) =>
