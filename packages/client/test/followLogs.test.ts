@@ -576,6 +576,34 @@ describe("reorgs", () => {
     expect(state.get(anvil().accounts[1]!.address)).toBe(1); // its pause was reorged away
   });
 
+  test("an idle poll is one call; a reorg at the same height after idle polls is still seen", async () => {
+    await join(1);
+    await join(2);
+    const calls: string[] = [];
+    const client = createPublicClient({
+      transport: custom({
+        async request({ method, params }) {
+          calls.push(method);
+          return anvil().publicClient.request({ method, params } as never);
+        },
+      }),
+    });
+    const consumer = memoryConsumer();
+    const f = follower(consumer, { client: client as PublicClient });
+    await drain(f);
+    calls.length = 0;
+    for (let i = 0; i < 5; i++) expect(await f.poll()).toEqual({ upToDate: true });
+    expect(calls).toEqual(Array(5).fill("eth_getBlockByNumber"));
+
+    const tip = await head();
+    await anvil().testClient.request({ method: "anvil_reorg", params: [1, []] } as never);
+    expect(await head()).toBe(tip);
+    expect((await f.poll()).reorg).toEqual({ fromBlock: tip });
+    await drain(f);
+    expect(consumer.logs).toEqual((await freshFollow()).logs);
+    expect(derive(consumer.logs).nodes.has(anvil().accounts[2]!.address)).toBe(false);
+  });
+
   test("a reorg while a batch is being read is not half-applied", async () => {
     await join(1);
     const consumer = memoryConsumer();

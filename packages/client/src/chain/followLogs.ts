@@ -10,7 +10,7 @@ import {
   type Hex,
   type Transport,
 } from "viem";
-import { getBlock, getBlockNumber, getLogs } from "viem/actions";
+import { getBlock, getLogs } from "viem/actions";
 import { z } from "zod";
 import { ClientError } from "../errors.js";
 
@@ -186,7 +186,8 @@ const cloneCursor = (checkpoints: FollowedBlock[]): FollowerCursor => ({
  * Follows the logs of `address` that match `abi`'s events: delivers them in order, exactly once, once they are
  * `confirmations` blocks deep, and tells the consumer to roll back when delivered blocks are reorged away.
  *
- * It polls `eth_blockNumber` and `eth_getLogs` (no filters or subscriptions, which do not survive restarts).
+ * It polls the head block and `eth_getLogs` (no filters or subscriptions, which do not survive restarts); while
+ * the head block stays the same, a poll is that one call.
  * The consumer persists the cursor with its data, atomically; after a restart `loadCursor` returns it and the
  * follower continues after the last delivered block.
  *
@@ -336,10 +337,20 @@ export function followLogs<const abi extends Abi>(parameters: FollowLogsParamete
     return fromBlock;
   }
 
+  /** The head block's hash at the last step that ended up to date (nothing to deliver, nothing reorged). */
+  let quietHead: Hex | null = null;
+
   async function step(): Promise<FollowLogsPollResult> {
     const kept = await loaded();
     const result: FollowLogsPollResult = { upToDate: false };
-    const head = await rpc("read the block number", () => getBlockNumber(client, { cacheTime: 0 }));
+    // The head block, not just its number: while its hash stays the one of the last up-to-date step, no
+    // block came and none was replaced (a reorg changes the head's hash even at the same height), so an idle
+    // poll is one call.
+    const headBlock = await rpc("read the head block", () => getBlock(client, { blockTag: "latest" }));
+    const head = headBlock.number;
+    const headHash = headBlock.hash.toLowerCase() as Hex;
+    if (quietHead !== null && quietHead === headHash) return { upToDate: true };
+    quietHead = null;
 
     const newest = kept.at(-1);
     if (newest) {
@@ -351,13 +362,17 @@ export function followLogs<const abi extends Abi>(parameters: FollowLogsParamete
     const last = current.at(-1);
     const next = last ? last.number + 1n : startBlock;
     const target = head - BigInt(confirmations);
-    if (target < next) return { ...result, upToDate: true };
+    if (target < next) {
+      if (!result.reorg) quietHead = headHash;
+      return { ...result, upToDate: true };
+    }
     const toBlock = next + currentBatch - 1n < target ? next + currentBatch - 1n : target;
 
     // Reading the hash of `toBlock` before and after the logs (and the previous checkpoint after them) makes
     // sure the logs come from one chain that extends what was delivered: a reorg in between is not
     // half-applied. If anything moved, nothing is delivered; the next poll sorts it out.
-    const before = await rpc(`read block ${toBlock}`, () => canonicalHash(toBlock));
+    const before =
+      toBlock === head ? headHash : await rpc(`read block ${toBlock}`, () => canonicalHash(toBlock));
     if (before === null) return result;
     let raw: Awaited<ReturnType<typeof getLogs>>;
     try {
@@ -421,6 +436,8 @@ export function followLogs<const abi extends Abi>(parameters: FollowLogsParamete
     checkpoints = advanced;
     if (currentBatch < batchSize)
       currentBatch = currentBatch * 2n < batchSize ? currentBatch * 2n : batchSize;
+    // Delivered up to the target of a head that has not moved since: the next poll can stop at the head.
+    if (toBlock >= target && !result.reorg) quietHead = headHash;
     return {
       ...result,
       delivered: { fromBlock: next, toBlock, logs: logs.length },
