@@ -127,4 +127,48 @@ describe("transaction sender", () => {
     expect(retries).toEqual([1, 2]);
     expect(await nonceOf(4)).toBe(before + 1);
   });
+
+  test("fee estimates are reused for feeCacheMs, with room for twice the base fee they were taken at", async () => {
+    const upstream = http(anvil().rpcUrl)({ chain: anvil().chain });
+    const counting = (calls: string[]) =>
+      createPublicClient({
+        chain: anvil().chain,
+        transport: custom({
+          async request({ method, params }) {
+            calls.push(method);
+            return upstream.request({ method, params } as never);
+          },
+        }),
+      }) as PublicClient;
+    const send = (sender: ReturnType<typeof createTxSender>, functionName: "pause" | "resume") =>
+      sender.send({ address: deployment.node, abi: nodeAbi, functionName });
+
+    const cached: string[] = [];
+    const sender = createTxSender({ walletClient: anvil().walletClient(5), publicClient: counting(cached) });
+    const joined = await sender.send({
+      address: deployment.node,
+      abi: nodeAbi,
+      functionName: "join",
+      args: ["gpu", 8n, "rt", NodeTaskTypes.GPT],
+      value: STAKE,
+    });
+    await send(sender, "pause");
+    await send(sender, "resume");
+    expect(cached.filter((m) => m === "eth_maxPriorityFeePerGas")).toHaveLength(1);
+    const tx = await anvil().publicClient.getTransaction({ hash: joined.hash });
+    const block = await anvil().publicClient.getBlock({ blockNumber: joined.receipt.blockNumber - 1n });
+    // 2 × the base fee of the block the estimate was taken at, plus the tip (viem alone allows 1.2 ×).
+    const room = tx.maxFeePerGas! - tx.maxPriorityFeePerGas!;
+    expect(room <= 2n * block.baseFeePerGas! && room >= 2n * block.baseFeePerGas! - 2n).toBe(true);
+
+    const fresh: string[] = [];
+    const uncached = createTxSender({
+      walletClient: anvil().walletClient(5),
+      publicClient: counting(fresh),
+      feeCacheMs: 0,
+    });
+    await send(uncached, "pause");
+    await send(uncached, "resume");
+    expect(fresh.filter((m) => m === "eth_maxPriorityFeePerGas")).toHaveLength(2);
+  });
 });

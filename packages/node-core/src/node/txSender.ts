@@ -34,6 +34,12 @@ export type CreateTxSenderParameters = {
   backoffMs?: number;
   /** How long to wait for a receipt, in ms (default 120 000). */
   receiptTimeoutMs?: number;
+  /**
+   * How long fee estimates are reused, in ms (default 3 000; 0 asks for every transaction). A reused
+   * EIP-1559 estimate allows twice the base fee it was taken at (only the base fee and the tip are charged);
+   * a failed send drops it.
+   */
+  feeCacheMs?: number;
   /** Called for each retry (logging). */
   onRetry?: (info: { functionName: string; attempt: number; error: unknown }) => void;
 };
@@ -92,6 +98,7 @@ export function createTxSender(parameters: CreateTxSenderParameters): TxSender {
   const maxAttempts = parameters.maxAttempts ?? 6;
   const backoffMs = parameters.backoffMs ?? 500;
   const receiptTimeoutMs = parameters.receiptTimeoutMs ?? 120_000;
+  const feeCacheMs = parameters.feeCacheMs ?? 3_000;
   let nextNonce: number | undefined;
   let queue: Promise<unknown> = Promise.resolve();
 
@@ -112,18 +119,38 @@ export function createTxSender(parameters: CreateTxSenderParameters): TxSender {
     return cachedChainId;
   }
 
-  /** EIP-1559 fees from the latest block, or a legacy gas price on a chain without a base fee. */
-  async function transactionFees(): Promise<
+  type Fees =
     | { type: "eip1559"; maxFeePerGas: bigint; maxPriorityFeePerGas: bigint }
-    | { type: "legacy"; gasPrice: bigint }
-  > {
+    | { type: "legacy"; gasPrice: bigint };
+  let feeCache: { fees: Promise<Fees>; at: number } | undefined;
+
+  /** The fees of the next transaction: reused for `feeCacheMs` (two round trips saved per transaction). */
+  function transactionFees(): Promise<Fees> {
+    const now = Date.now();
+    if (feeCache && now - feeCache.at < feeCacheMs) return feeCache.fees;
+    const fees = estimateFees();
+    const entry = { fees, at: now };
+    feeCache = entry;
+    fees.catch(() => {
+      if (feeCache === entry) feeCache = undefined;
+    });
+    return fees;
+  }
+
+  /** EIP-1559 fees from the latest block, or a legacy gas price on a chain without a base fee. */
+  async function estimateFees(): Promise<Fees> {
     const estimate = publicClient.estimateFeesPerGas as (parameters: {
       type: "eip1559" | "legacy";
     }) => Promise<{ maxFeePerGas?: bigint; maxPriorityFeePerGas?: bigint; gasPrice?: bigint }>;
     try {
       const { maxFeePerGas, maxPriorityFeePerGas } = await estimate({ type: "eip1559" });
       if (maxFeePerGas !== undefined && maxPriorityFeePerGas !== undefined)
-        return { type: "eip1559", maxFeePerGas, maxPriorityFeePerGas };
+        // viem allows 1.2 × the base fee; 2 × lets the estimate be reused while the base fee climbs.
+        return {
+          type: "eip1559",
+          maxFeePerGas: maxPriorityFeePerGas + ((maxFeePerGas - maxPriorityFeePerGas) * 5n) / 3n,
+          maxPriorityFeePerGas,
+        };
     } catch (error) {
       if (!hasCause(error, Eip1559FeesNotSupportedError)) throw error;
     }
@@ -285,8 +312,10 @@ export function createTxSender(parameters: CreateTxSenderParameters): TxSender {
                 cause: error,
               });
             lastError = error;
-            // Whatever failed, the pending nonce is asked again: the transaction may or may not be in.
+            // Whatever failed, the pending nonce and the fees are asked again: the transaction may or may
+            // not be in, and a fee below the base fee fails too.
             nextNonce = undefined;
+            feeCache = undefined;
             const nonceProblem =
               hasCause(error, NonceTooLowError) ||
               hasCause(error, NonceTooHighError) ||
