@@ -5,8 +5,10 @@
  *    three nodes in this process sharing one GPT executor (a generated tiny model, 1 thread). An application
  *    runs GPT tasks end to end with `runGptTask` (create → upload the arguments → the nodes fetch, execute,
  *    commit, disclose → the result node uploads and reports → the application downloads the result). The time
- *    the executor spends inside `execute` (three calls per task, one after the other on the shared executor) is
- *    subtracted: what is left is the protocol — transactions, relay round trips, chain polling, hashing.
+ *    during which the executor runs (three calls per task, one after the other on the shared executor: the
+ *    union of the calls' intervals, not the sum of their durations, which would count their waits behind each
+ *    other as inference) is subtracted: what is left is the protocol — transactions, relay round trips, chain
+ *    polling, hashing.
  * 2. Peak RSS of one node: three `crynux-node start` processes (the CLI, from the sources) run tasks; after
  *    them each process's VmHWM (peak resident set) is read from /proc.
  */
@@ -73,7 +75,20 @@ const figures: Record<string, unknown> = { tasks: TASKS };
     const executor = await createGptExecutor({
       resolveModel: createModelResolver({ modelDir, cacheDir: join(dir, "cache") }),
     });
-    let inferenceMs = 0;
+    // The intervals during which an execution ran. Their union is subtracted, not the sum of the calls'
+    // durations: the shared executor runs one call at a time, and a call's duration includes its wait
+    // behind the others.
+    let intervals: [number, number][] = [];
+    const inferenceMs = () => {
+      let total = 0;
+      let end = Number.NEGATIVE_INFINITY;
+      for (const [a, b] of [...intervals].sort((x, y) => x[0] - y[0])) {
+        if (b <= end) continue;
+        total += b - Math.max(a, end);
+        end = b;
+      }
+      return total;
+    };
     const timed: Pick<GptExecutor, "execute" | "runtimeId" | "loadedModels"> = {
       runtimeId: executor.runtimeId,
       loadedModels: () => executor.loadedModels(),
@@ -82,7 +97,7 @@ const figures: Record<string, unknown> = { tasks: TASKS };
         try {
           return await executor.execute(a, options);
         } finally {
-          inferenceMs += performance.now() - start;
+          intervals.push([start, performance.now()]);
         }
       },
     };
@@ -126,13 +141,13 @@ const figures: Record<string, unknown> = { tasks: TASKS };
     const totals: number[] = [];
     const inference: number[] = [];
     for (let i = 0; i < TASKS; i++) {
-      inferenceMs = 0;
+      intervals = [];
       const start = performance.now();
       await app.runGptTask(args(i), { fee: parseEther("1") });
       const total = performance.now() - start;
       totals.push(total);
-      inference.push(inferenceMs);
-      overheads.push(total - inferenceMs);
+      inference.push(inferenceMs());
+      overheads.push(total - inferenceMs());
     }
     for (const xs of [overheads, totals, inference]) xs.sort((a, b) => a - b);
     const fmt = (ms: number) => `${ms.toFixed(0)} ms`;
@@ -143,7 +158,7 @@ const figures: Record<string, unknown> = { tasks: TASKS };
     figures["overheadTargetMs"] = 250;
     rows.push(
       `| GPT task end to end (create → result downloaded), ${TASKS} tasks | ${fmt(percentile(totals, 0.5))} | ${fmt(percentile(totals, 0.9))} |`,
-      `| of which inference (3 executions, one after the other) | ${fmt(percentile(inference, 0.5))} | ${fmt(percentile(inference, 0.9))} |`,
+      `| of which inference (3 executions, one after the other; the time any of them ran) | ${fmt(percentile(inference, 0.5))} | ${fmt(percentile(inference, 0.9))} |`,
       `| **protocol overhead** (everything but inference; target ≤ 250 ms) | **${fmt(percentile(overheads, 0.5))}** | ${fmt(percentile(overheads, 0.9))} |`,
     );
   } finally {

@@ -17,6 +17,7 @@ import {
 import { beforeAll, beforeEach, describe, expect, test, vi } from "vitest";
 import {
   ChainFollowerError,
+  createHeadWatcher,
   type FollowedBatch,
   type FollowedLog,
   type FollowedReorg,
@@ -24,6 +25,7 @@ import {
   type FollowLogsParameters,
   followerCursorToJson,
   followLogs,
+  HeadWatcherError,
   type LogFollower,
   parseFollowerCursor,
 } from "../src/chain/index.js";
@@ -282,6 +284,41 @@ describe("delivery", () => {
     await f.stop(); // stopping twice is harmless
     expect(consumer.errors).toEqual([]);
     expect(consumer.logs).toEqual(await chainLogs());
+  });
+
+  test("with a head watcher, a new block is delivered at once, not at the next poll", async () => {
+    await join(1);
+    const consumer = memoryConsumer();
+    const heads = createHeadWatcher({
+      url: anvil().rpcUrl.replace(/^http/, "ws"),
+      onError: consumer.onError,
+    });
+    const f = follower(consumer, { heads, pollingIntervalMs: 600_000 });
+    const seen: number[] = [];
+    const unsubscribe = heads.subscribe(() => seen.push(Date.now()));
+    try {
+      f.start();
+      const tip = await head();
+      await vi.waitFor(() => expect(f.indexedBlock).toBe(tip), { timeout: 10_000, interval: 20 });
+      // the subscription is live once a head came through it (it is set up in the background)
+      await vi.waitFor(
+        async () => {
+          await mine(1);
+          expect(seen.length).toBeGreaterThan(0);
+        },
+        { timeout: 10_000, interval: 50 },
+      );
+      await nodeAction(1, "pause");
+      const tip2 = await head();
+      await vi.waitFor(() => expect(f.indexedBlock).toBe(tip2), { timeout: 10_000, interval: 20 });
+      expect(consumer.logs).toEqual(await chainLogs());
+    } finally {
+      unsubscribe();
+      await f.stop();
+      heads.close();
+    }
+    expect(consumer.errors).toEqual([]);
+    expect(() => createHeadWatcher({ url: anvil().rpcUrl })).toThrow(HeadWatcherError);
   });
 
   test("stop() waits for the onLogs in flight", async () => {

@@ -13,6 +13,7 @@ import {
 import { getBlock, getLogs } from "viem/actions";
 import { z } from "zod";
 import { ClientError } from "../errors.js";
+import type { HeadSource } from "./heads.js";
 
 /** A block the follower has delivered, identified by number and hash. */
 export type FollowedBlock = { number: bigint; hash: Hex };
@@ -76,6 +77,11 @@ export type FollowLogsParameters<abi extends Abi = Abi> = {
   /** Milliseconds between polls once up to date (default 1000); errors back off from it up to 30 s. */
   pollingIntervalMs?: number;
   /**
+   * New-head notifications (e.g. {@link createHeadWatcher} over a WebSocket): the loop started by `start()`
+   * polls at once on each, instead of at its next interval. The interval polls go on, as a fallback.
+   */
+  heads?: HeadSource | undefined;
+  /**
    * How many delivered checkpoints to keep for walking back on a reorg (default 64). A reorg that replaces
    * all of them is handled as if it started at the oldest one (see {@link followLogs}).
    */
@@ -116,6 +122,8 @@ export type LogFollower = {
   start(): void;
   /** Resolves once the loop has stopped, after the step in flight (and its `onLogs`) finished. */
   stop(): Promise<void>;
+  /** Makes the loop poll now (when it waits) or right after the step in flight: the chain has news. */
+  wake(): void;
   /** Newest delivered block, `null` until the cursor is loaded or while nothing was delivered. */
   readonly indexedBlock: bigint | null;
 };
@@ -468,14 +476,22 @@ export function followLogs<const abi extends Abi>(parameters: FollowLogsParamete
     });
   }
 
+  /** A wake-up came while a step was in flight: the next one starts without waiting. */
+  let woken = false;
+  function wake() {
+    woken = true;
+    loop?.wake?.();
+  }
+
   async function run(state: Loop): Promise<void> {
     let failures = 0;
     while (!state.stopping) {
       let wait = pollingIntervalMs;
+      woken = false;
       try {
         const result = await poll();
         failures = 0;
-        if (result.delivered && !result.upToDate) wait = 0;
+        if ((result.delivered && !result.upToDate) || woken) wait = 0;
       } catch (error) {
         failures++;
         wait = Math.min(
@@ -493,10 +509,14 @@ export function followLogs<const abi extends Abi>(parameters: FollowLogsParamete
     }
   }
 
+  let unsubscribe: (() => void) | undefined;
+
   return {
     poll,
+    wake,
     start() {
       if (loop && !loop.stopping) return;
+      unsubscribe ??= parameters.heads?.subscribe(wake);
       // A loop still stopping finishes its step first; the new one starts after it.
       const previous = loop?.done ?? Promise.resolve();
       const state: Loop = { stopping: false, wake: null, done: Promise.resolve() };
@@ -504,6 +524,8 @@ export function followLogs<const abi extends Abi>(parameters: FollowLogsParamete
       loop = state;
     },
     async stop() {
+      unsubscribe?.();
+      unsubscribe = undefined;
       const state = loop;
       if (!state) return;
       state.stopping = true;

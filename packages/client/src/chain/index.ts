@@ -13,3 +13,10 @@ export {
   type LogFollower,
   parseFollowerCursor,
 } from "./followLogs.js";
+export {
+  type CreateHeadWatcherParameters,
+  createHeadWatcher,
+  type HeadSource,
+  type HeadWatcher,
+  HeadWatcherError,
+} from "./heads.js";
