@@ -58,6 +58,11 @@ export const nodeConfigSchema = z.strictObject({
   chain: z
     .strictObject({
       rpcUrl: httpUrl,
+      /**
+       * The RPC's WebSocket endpoint (`ws://…`; anvil serves it on its HTTP port): the node reads the chain as
+       * soon as a block comes (`eth_subscribe("newHeads")`) and polls only as a fallback.
+       */
+      webSocketUrl: z.url({ protocol: /^wss?$/, error: "must be a ws(s) URL" }).optional(),
       /** When given, the RPC must serve this chain (guards against pointing at the wrong one). */
       chainId: z.int().positive().optional(),
       contracts: contractsSchema.optional(),
@@ -181,7 +186,12 @@ export type NodeContracts = z.output<typeof contractsSchema>;
 export type NodeConfig = Omit<ParsedConfig, "account" | "chain" | "gpt"> & {
   /** The config file it came from, if any. */
   file: string | undefined;
-  chain: { rpcUrl: string; chainId: number | undefined; contracts: NodeContracts };
+  chain: {
+    rpcUrl: string;
+    webSocketUrl: string | undefined;
+    chainId: number | undefined;
+    contracts: NodeContracts;
+  };
   account: { address: Address; privateKey: Secret<Hex>; source: "config" | "env" | "file" };
   gpt: ExecutionProfile & { memoryBudgetBytes: number | undefined };
   /** Things that work but should be fixed (a key file others can read, …). */
@@ -192,6 +202,7 @@ type EnvKind = "string" | "int" | "bool";
 /** Environment variables, each overriding the config file's field at `path`. */
 export const NODE_ENV: Record<string, { path: string[]; kind: EnvKind }> = {
   CRYNUX_NODE_RPC_URL: { path: ["chain", "rpcUrl"], kind: "string" },
+  CRYNUX_NODE_WS_URL: { path: ["chain", "webSocketUrl"], kind: "string" },
   CRYNUX_NODE_CHAIN_ID: { path: ["chain", "chainId"], kind: "int" },
   CRYNUX_NODE_DEPLOYMENT_FILE: { path: ["chain", "deploymentFile"], kind: "string" },
   CRYNUX_NODE_RELAY_URL: { path: ["relayUrl"], kind: "string" },
@@ -343,7 +354,12 @@ export async function resolveNodeConfig(
   return {
     ...config,
     file: context.file,
-    chain: { rpcUrl: config.chain.rpcUrl, chainId, contracts: contracts! },
+    chain: {
+      rpcUrl: config.chain.rpcUrl,
+      webSocketUrl: config.chain.webSocketUrl,
+      chainId,
+      contracts: contracts!,
+    },
     account,
     stateDir: abs("stateDir", config.stateDir),
     models: {

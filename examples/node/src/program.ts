@@ -1,6 +1,7 @@
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { createHeadWatcher } from "@crynux/client";
 import {
   type CrynuxNode,
   createAutomatic1111Engine,
@@ -112,7 +113,15 @@ export async function startNodeProgram(
       })
     : undefined;
 
+  const heads = config.chain.webSocketUrl
+    ? createHeadWatcher({
+        url: config.chain.webSocketUrl,
+        chain: clients.chain,
+        onError: (error) => logger.warn("newHeads subscription", { error: String(error) }),
+      })
+    : undefined;
   const node = createNode({
+    heads,
     publicClient: clients.publicClient,
     walletClient: clients.walletClient,
     contracts: clients.contracts,
@@ -144,6 +153,7 @@ export async function startNodeProgram(
       s.once("error", reject);
     });
   } catch (cause) {
+    heads?.close();
     await executor.dispose();
     throw new NodeProgramError(`Cannot serve the status API on ${config.api.host}:${config.api.port}.`, {
       details: (cause as Error).message,
@@ -167,6 +177,7 @@ export async function startNodeProgram(
     await node.stop().catch(() => {});
     await closeServer();
     await rm(join(config.stateDir, API_FILE), { force: true });
+    heads?.close();
     await executor.dispose();
     throw error;
   }
@@ -181,6 +192,7 @@ export async function startNodeProgram(
       stopping ??= (async () => {
         await closeServer();
         await node.stop();
+        heads?.close();
         await rm(join(config.stateDir, API_FILE), { force: true });
         await executor.dispose();
       })();

@@ -182,7 +182,12 @@ describe("node config", () => {
 
   test("every bad field is reported once, by its path", async () => {
     const issues = await issuesOf({
-      chain: { rpcUrl: "ftp://x", chainId: -1, contracts: { node: "0x1234", task: TASK, bogus: 1 } },
+      chain: {
+        rpcUrl: "ftp://x",
+        webSocketUrl: "http://127.0.0.1:8545",
+        chainId: -1,
+        contracts: { node: "0x1234", task: TASK, bogus: 1 },
+      },
       relayUrl: "not a url",
       account: { privateKey: "0xabc" },
       stateDir: "",
@@ -204,6 +209,7 @@ describe("node config", () => {
     expect(paths.sort()).toEqual(
       [
         "chain.rpcUrl",
+        "chain.webSocketUrl",
         "chain.chainId",
         "chain.contracts.node",
         "chain.contracts.bogus",
@@ -230,6 +236,7 @@ describe("node config", () => {
       ].sort(),
     );
     expect(issues).toContain("chain.rpcUrl: must be an http(s) URL");
+    expect(issues).toContain("chain.webSocketUrl: must be a ws(s) URL");
     expect(issues).toContain("chain.contracts.bogus: unknown field");
     expect(issues).toContain("extra: unknown field");
     expect(issues.find((line) => line.startsWith("models.prepare.0.model"))).toMatch(

@@ -54,6 +54,11 @@ export const relayConfigSchema = z
     /** Blocks an event must be buried under before the relay trusts it. */
     confirmations: z.int().min(0).default(2),
     pollingIntervalMs: z.int().positive().default(1000),
+    /**
+     * The RPC's WebSocket endpoint (`ws://…`; anvil serves it on its HTTP port): the indexer then reads the
+     * chain as soon as a block comes (`eth_subscribe("newHeads")`) and polls only as a fallback.
+     */
+    webSocketUrl: z.url({ protocol: /^wss?$/, error: "must be a ws(s) URL" }).optional(),
     /** PGlite data directory; `memory://` keeps it in memory. Ignored when `databaseUrl` is set. */
     dataDir: z.string().min(1).default("./.relay-data/db"),
     blobDir: z.string().min(1).default("./.relay-data/blobs"),
@@ -116,6 +121,7 @@ export const RELAY_ENV: Record<string, { path: string[]; kind: "string" | "int" 
   CRYNUX_RELAY_FROM_BLOCK: { path: ["fromBlock"], kind: "string" },
   CRYNUX_RELAY_CONFIRMATIONS: { path: ["confirmations"], kind: "int" },
   CRYNUX_RELAY_POLLING_INTERVAL_MS: { path: ["pollingIntervalMs"], kind: "int" },
+  CRYNUX_RELAY_WS_URL: { path: ["webSocketUrl"], kind: "string" },
   CRYNUX_RELAY_DATA_DIR: { path: ["dataDir"], kind: "string" },
   CRYNUX_RELAY_BLOB_DIR: { path: ["blobDir"], kind: "string" },
   CRYNUX_RELAY_DATABASE_URL: { path: ["databaseUrl"], kind: "string" },

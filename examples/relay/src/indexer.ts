@@ -1,4 +1,4 @@
-import { type FollowLogsPollResult, followLogs } from "@crynux/client";
+import { type FollowLogsPollResult, followLogs, type HeadSource } from "@crynux/client";
 import { taskAbi } from "@crynux/contracts";
 import type { Address, PublicClient } from "viem";
 import type { RelayStore, TaskEvent } from "./store/types.js";
@@ -16,6 +16,8 @@ export type TaskIndexerParameters = {
   batchSize?: bigint;
   /** Milliseconds between polls once up to date (default 1000). */
   pollingIntervalMs?: number;
+  /** New-head notifications: index as soon as a block comes (see `followLogs`). */
+  heads?: HeadSource | undefined;
   /** Errors of the loop started by `start()` (RPC down, database down); the loop keeps going with backoff. */
   onError?: (error: unknown) => void;
 };
@@ -47,6 +49,7 @@ export function createTaskIndexer(parameters: TaskIndexerParameters): TaskIndexe
     confirmations: parameters.confirmations,
     batchSize: parameters.batchSize,
     pollingIntervalMs: parameters.pollingIntervalMs,
+    heads: parameters.heads,
     onError: parameters.onError,
     loadCursor: () => store.loadCursor(),
     onLogs: ({ logs, cursor }) =>

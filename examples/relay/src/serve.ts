@@ -1,4 +1,5 @@
 import type { AddressInfo } from "node:net";
+import { createHeadWatcher } from "@crynux/client";
 import { serve } from "@hono/node-server";
 import { createPublicClient, http, type PublicClient } from "viem";
 import { createRelayApp, type IndexerStatus } from "./app.js";
@@ -69,6 +70,10 @@ export async function startRelay(
       : await openPgliteStore(config.dataDir === IN_MEMORY ? {} : { dataDir: config.dataDir }),
   );
 
+  const onIndexerError = options.onIndexerError ?? ((error) => console.error("relay: indexer error", error));
+  const heads = config.webSocketUrl
+    ? createHeadWatcher({ url: config.webSocketUrl, onError: onIndexerError })
+    : undefined;
   const indexer = createTaskIndexer({
     client,
     taskContract,
@@ -76,7 +81,8 @@ export async function startRelay(
     confirmations: config.confirmations,
     fromBlock: config.fromBlock ?? 0n,
     pollingIntervalMs: config.pollingIntervalMs,
-    onError: options.onIndexerError ?? ((error) => console.error("relay: indexer error", error)),
+    heads,
+    onError: onIndexerError,
   });
 
   const indexerStatus = async (): Promise<IndexerStatus> => {
@@ -117,6 +123,7 @@ export async function startRelay(
       s.once("error", reject);
     });
   } catch (error) {
+    heads?.close();
     await store.close();
     throw error;
   }
@@ -139,6 +146,7 @@ export async function startRelay(
         if ("closeIdleConnections" in server) server.closeIdleConnections();
         await closed;
         await indexer.stop();
+        heads?.close();
         await store.close();
       })();
       return stopping;

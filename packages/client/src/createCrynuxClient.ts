@@ -58,6 +58,7 @@ import {
   type WaitForTaskReturnType,
   waitForTask,
 } from "./actions/waitForTask.js";
+import type { HeadSource } from "./chain/heads.js";
 import { type CreateRelayClientParameters, createRelayClient } from "./relay/client.js";
 import type { RelaySigner } from "./relay/signing.js";
 
@@ -84,6 +85,11 @@ export type CreateCrynuxClientParameters = {
   relay?: Omit<CreateRelayClientParameters, "url" | "account"> | undefined;
   /** Block polling interval of the viem clients and default of `waitForTask`, in ms (viem's default: 4 000). */
   pollingInterval?: number | undefined;
+  /**
+   * New-head notifications, e.g. `createHeadWatcher({ url: "ws://…" })`: `waitForTask` looks at the chain as
+   * soon as a block comes, and polls only as a fallback. The caller closes it.
+   */
+  heads?: HeadSource | undefined;
 };
 
 /** A Crynux client: the base clients and every action bound to them. */
@@ -159,7 +165,13 @@ export function createCrynuxClient(parameters: CreateCrynuxClientParameters): Cr
         ? (walletClient.account as LocalAccount)
         : walletClient;
   const relay = createRelayClient({ ...parameters.relay, url: parameters.relayUrl, account: signer });
-  const base: CrynuxBaseClient = { publicClient, walletClient, relay, contracts: parameters.contracts };
+  const base: CrynuxBaseClient = {
+    publicClient,
+    walletClient,
+    relay,
+    contracts: parameters.contracts,
+    ...(parameters.heads ? { heads: parameters.heads } : {}),
+  };
   return {
     ...base,
     publicClient,

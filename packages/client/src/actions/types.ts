@@ -1,5 +1,6 @@
 import { type CrynuxDeployment, NodeStatus, TaskState } from "@crynux/contracts";
 import type { Account, Chain, PublicClient, Transport, WalletClient } from "viem";
+import type { HeadSource } from "../chain/heads.js";
 import type { RelayClient } from "../relay/client.js";
 
 /**
@@ -13,6 +14,11 @@ export type CrynuxBaseClient = {
   walletClient?: WalletClient<Transport, Chain | undefined, Account> | undefined;
   relay: RelayClient;
   contracts: CrynuxDeployment;
+  /**
+   * New-head notifications (`createHeadWatcher` over the RPC's WebSocket): `waitForTask` then looks at the
+   * chain as soon as a block comes instead of at its next poll.
+   */
+  heads?: HeadSource | undefined;
 };
 
 /** `PENDING_PAUSE` → `pendingPause`. */

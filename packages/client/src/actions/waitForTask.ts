@@ -1,5 +1,5 @@
 import type { Address, Hex } from "viem";
-import { getBlockNumber } from "viem/actions";
+import { getBlock } from "viem/actions";
 import { TaskNotFoundError, WaitForTaskTimeoutError } from "../errors.js";
 import { type GetTaskReturnType, getTask } from "./getTask.js";
 import { getTaskHistory, type TaskEvent } from "./getTaskHistory.js";
@@ -108,55 +108,104 @@ export async function waitForTask(
     onProgress?.(progress);
   };
 
-  for (;;) {
-    if (signal?.aborted) throw signal.reason;
-    const head = await getBlockNumber(client.publicClient, { cacheTime: 0 });
-    if (nextBlock === undefined || head >= nextBlock) {
-      history.push(...(await getTaskHistory(client, { taskId, fromBlock: nextBlock, toBlock: head })));
-      nextBlock = head + 1n;
-    }
-    const task = await getTask(client, { taskId, blockNumber: head });
-    if (signal?.aborted) throw signal.reason;
-    if (
-      parameters.taskHash !== undefined &&
-      task.taskHash.toLowerCase() !== parameters.taskHash.toLowerCase()
-    ) {
-      throw new TaskNotFoundError(taskId, {
-        details: `Task ${taskId} now has another task hash (${task.taskHash}): a reorg dropped the transaction that created yours.`,
-      });
-    }
-
-    for (const progress of stagesOf(taskId, history)) report(progress);
-    const fromState = stageOfState(task);
-    if (fromState) report({ taskId, stage: fromState });
-
-    if (
-      task.state === "success" ||
-      task.state === "uploaded" ||
-      task.state === "error" ||
-      task.state === "aborted"
-    ) {
-      const newestFirst = [...history].reverse();
-      const success = newestFirst.find((event) => event.eventName === "TaskSuccess");
-      const aborted = newestFirst.find((event) => event.eventName === "TaskAborted");
-      return {
-        taskId,
-        outcome: task.state === "uploaded" ? "success" : task.state,
-        result: task.result,
-        resultNode:
-          success?.eventName === "TaskSuccess"
-            ? success.args.resultNode
-            : task.result !== null && task.resultRound !== null
-              ? (task.nodes[task.resultRound] ?? null)
-              : null,
-        reason: aborted?.eventName === "TaskAborted" ? aborted.args.reason : null,
-        task,
-        history,
+  // Heads that came since the last look: a poll right after one that found none can skip the wait.
+  let fresh = 0;
+  const unsubscribe = client.heads?.subscribe(() => {
+    fresh++;
+    wakeUp?.();
+  });
+  let wakeUp: (() => void) | undefined;
+  /** Sleeps `ms`, or less when a new head comes. */
+  const pause = (ms: number) => {
+    if (fresh > 0 || !client.heads) return fresh > 0 ? Promise.resolve() : sleep(ms, signal);
+    return new Promise<void>((resolve, reject) => {
+      const cleanup = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        wakeUp = undefined;
       };
+      const done = () => {
+        cleanup();
+        resolve();
+      };
+      const onAbort = () => {
+        cleanup();
+        reject(signal!.reason);
+      };
+      const timer = setTimeout(done, ms);
+      wakeUp = done;
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  };
+  try {
+    return await poll();
+  } finally {
+    unsubscribe?.();
+  }
+
+  async function poll(): Promise<WaitForTaskReturnType> {
+    // The head block seen by the last look: while it is the same, the chain has not changed.
+    let seen: Hex | undefined;
+    for (;;) {
+      if (signal?.aborted) throw signal.reason;
+      fresh = 0;
+      const block = await getBlock(client.publicClient, { blockTag: "latest" });
+      const head = block.number;
+      if (block.hash === seen) {
+        const left = deadline - Date.now();
+        if (left <= 0) throw new WaitForTaskTimeoutError(taskId, timeoutMs, lastStage);
+        await pause(Math.min(intervalMs, left));
+        continue;
+      }
+      seen = block.hash;
+      if (nextBlock === undefined || head >= nextBlock) {
+        history.push(...(await getTaskHistory(client, { taskId, fromBlock: nextBlock, toBlock: head })));
+        nextBlock = head + 1n;
+      }
+      const task = await getTask(client, { taskId, blockNumber: head });
+      if (signal?.aborted) throw signal.reason;
+      if (
+        parameters.taskHash !== undefined &&
+        task.taskHash.toLowerCase() !== parameters.taskHash.toLowerCase()
+      ) {
+        throw new TaskNotFoundError(taskId, {
+          details: `Task ${taskId} now has another task hash (${task.taskHash}): a reorg dropped the transaction that created yours.`,
+        });
+      }
+
+      for (const progress of stagesOf(taskId, history)) report(progress);
+      const fromState = stageOfState(task);
+      if (fromState) report({ taskId, stage: fromState });
+
+      if (
+        task.state === "success" ||
+        task.state === "uploaded" ||
+        task.state === "error" ||
+        task.state === "aborted"
+      ) {
+        const newestFirst = [...history].reverse();
+        const success = newestFirst.find((event) => event.eventName === "TaskSuccess");
+        const aborted = newestFirst.find((event) => event.eventName === "TaskAborted");
+        return {
+          taskId,
+          outcome: task.state === "uploaded" ? "success" : task.state,
+          result: task.result,
+          resultNode:
+            success?.eventName === "TaskSuccess"
+              ? success.args.resultNode
+              : task.result !== null && task.resultRound !== null
+                ? (task.nodes[task.resultRound] ?? null)
+                : null,
+          reason: aborted?.eventName === "TaskAborted" ? aborted.args.reason : null,
+          task,
+          history,
+        };
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) throw new WaitForTaskTimeoutError(taskId, timeoutMs, lastStage);
+      await pause(Math.min(intervalMs, left));
     }
-    const left = deadline - Date.now();
-    if (left <= 0) throw new WaitForTaskTimeoutError(taskId, timeoutMs, lastStage);
-    await sleep(Math.min(intervalMs, left), signal);
   }
 }
 

@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events";
-import { createRelayClient, type RelayClient } from "@crynux/client";
+import { createRelayClient, type HeadSource, type RelayClient } from "@crynux/client";
 import {
   type CrynuxDeployment,
   NodeStatus as NodeStatusCode,
@@ -48,6 +48,11 @@ export type CreateNodeParameters = {
   confirmations?: number | undefined;
   /** Chain polling interval in ms (default 1000). */
   pollingIntervalMs?: number | undefined;
+  /**
+   * New-head notifications (`createHeadWatcher` from @crynux/client over the RPC's WebSocket): the chain
+   * watcher reads the chain as soon as a block comes, instead of at its next poll.
+   */
+  heads?: HeadSource | undefined;
   /** Stake to join with (default: the Node contract's `stakeAmount`). */
   stake?: bigint | undefined;
   /** Join at start when the node has not joined (default true). */
@@ -333,6 +338,7 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
       store,
       confirmations,
       pollingIntervalMs,
+      heads: parameters.heads,
       fromBlock,
       onChanges: (changes) => {
         for (const taskId of changes.started) {

@@ -3,6 +3,7 @@ import {
   type FollowerCursor,
   followerCursorToJson,
   followLogs,
+  type HeadSource,
   type LogFollower,
   parseFollowerCursor,
 } from "@crynux/client";
@@ -67,6 +68,8 @@ export type CreateChainWatcherParameters = {
   store: NodeStore;
   confirmations: number;
   pollingIntervalMs?: number;
+  /** New-head notifications: read the chain at once when a block comes (see `followLogs`). */
+  heads?: HeadSource | undefined;
   /** First block to read when the store has no cursor. */
   fromBlock: bigint;
   /** Called after the changes are persisted. */
@@ -103,6 +106,7 @@ export function createChainWatcher(parameters: CreateChainWatcherParameters): Ch
     fromBlock: parameters.fromBlock,
     confirmations: parameters.confirmations,
     pollingIntervalMs: parameters.pollingIntervalMs ?? 1000,
+    heads: parameters.heads,
     loadCursor: async () => {
       const meta = await store.readMeta();
       return meta.cursor ? parseFollowerCursor(meta.cursor) : null;
