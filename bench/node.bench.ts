@@ -110,7 +110,8 @@ async function measureOverhead(mode: "poll" | "push") {
       },
     };
     const heads = push ? createHeadWatcher({ url: anvil.rpcUrl.replace(/^http/, "ws") }) : undefined;
-    if (heads) stops.push(async () => heads.close());
+    // closed before the chain stops (stops run first to last; anvil's stop is last)
+    if (heads) stops.unshift(async () => heads.close());
     const nodes = [1, 2, 3].map((account) => {
       const walletClient = anvil.walletClient(account);
       return createNode({

@@ -116,7 +116,6 @@ export async function startNodeProgram(
   const heads = config.chain.webSocketUrl
     ? createHeadWatcher({
         url: config.chain.webSocketUrl,
-        chain: clients.chain,
         onError: (error) => logger.warn("newHeads subscription", { error: String(error) }),
       })
     : undefined;

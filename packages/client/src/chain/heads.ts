@@ -1,4 +1,4 @@
-import { type Chain, createPublicClient, webSocket } from "viem";
+import { WebSocket } from "isows";
 import { z } from "zod";
 import { ClientError } from "../errors.js";
 
@@ -16,34 +16,41 @@ export type HeadSource = {
 export type CreateHeadWatcherParameters = {
   /** The node's WebSocket endpoint (`ws://` or `wss://`; anvil serves it on its HTTP port). */
   url: string;
-  /** The chain, when known (only its id is used, for viem's checks). */
-  chain?: Chain | undefined;
   /**
-   * Subscription failures (the endpoint refuses `eth_subscribe`, the connection dropped and could not be
-   * re-established). Listeners are then only served by their own polls. Default: `console.error`.
+   * Connection failures (refused, dropped, `eth_subscribe` refused), each followed by a reconnection after
+   * `reconnectDelayMs` (doubling per failure in a row, up to `maxReconnectDelayMs`). Listeners are served by
+   * their own polls meanwhile. Default: `console.error`.
    */
-  onError?: ((error: unknown) => void) | undefined;
+  onError?: ((error: HeadWatcherError) => void) | undefined;
+  /** First delay before reconnecting, in ms (default 1 000). */
+  reconnectDelayMs?: number | undefined;
+  /** Longest delay between reconnection attempts, in ms (default 30 000). */
+  maxReconnectDelayMs?: number | undefined;
 };
 
 /** A {@link HeadSource} with a connection to close. */
 export type HeadWatcher = HeadSource & {
-  /** Ends the subscription and the connection; listeners are not called any more. */
+  /** Whether the `newHeads` subscription is live now. */
+  readonly connected: boolean;
+  /** Ends the subscription and the connection at once, whatever state they are in; listeners are not called any more. */
   close(): void;
 };
 
-/** The head watcher's URL or its subscription was refused. */
+/** The head watcher's URL was refused, or its connection or subscription failed. */
 export class HeadWatcherError extends ClientError {
   override name = "HeadWatcherError";
 }
 
 const urlSchema = z.url({ protocol: /^wss?$/, error: "must be a ws(s) URL" });
+const SUBSCRIBE_ID = 1;
 
 /**
  * Follows new heads over a WebSocket (`eth_subscribe("newHeads")`) and fans them out to any number of
  * listeners — {@link followLogs} loops, task waits — with one connection. Pushed heads take the polling out of
  * the latency of every chain step; the listeners keep polling (at a slower interval) in case the connection
- * drops. The connection is opened with the first listener and reconnects on its own (viem's WebSocket
- * transport).
+ * drops. The connection opens with the first listener and stays open until `close()`; when it drops it is
+ * opened again (with backoff), and the listeners are called once it is back, since heads may have come
+ * meanwhile. Works in Node.js (the `ws` package) and in browsers (the native WebSocket).
  *
  * @throws {HeadWatcherError} when `url` is not a ws(s) URL.
  * @example
@@ -60,49 +67,112 @@ export function createHeadWatcher(parameters: CreateHeadWatcherParameters): Head
     throw new HeadWatcherError("Invalid head watcher URL", {
       details: `url: ${z.prettifyError(parsed.error)}`,
     });
+  const url = parsed.data;
   const report =
     parameters.onError ??
-    ((error: unknown) => {
+    ((error: HeadWatcherError) => {
       console.error(error);
     });
+  const firstDelay = parameters.reconnectDelayMs ?? 1000;
+  const maxDelay = parameters.maxReconnectDelayMs ?? 30_000;
   const listeners = new Set<() => void>();
-  const url = parsed.data;
-  let subscription: Promise<(() => Promise<unknown>) | undefined> | undefined;
+  let socket: WebSocket | undefined;
+  let subscribed = false;
+  let reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  let failuresInARow = 0;
   let closed = false;
-  // Reconnects (viem's WebSocket transport) re-subscribe on their own.
-  const client = createPublicClient({
-    ...(parameters.chain ? { chain: parameters.chain } : {}),
-    transport: webSocket(url, {
-      keepAlive: { interval: 30_000 },
-      reconnect: { attempts: 1_000, delay: 1_000 },
-    }),
-  });
 
   function notify() {
     for (const listener of [...listeners]) {
       try {
         listener();
       } catch (error) {
-        report(error);
+        report(new HeadWatcherError("A head listener threw", { cause: error }));
       }
     }
   }
 
+  function end(ws: WebSocket) {
+    ws.onopen = ws.onmessage = ws.onclose = null;
+    // ws's error event must keep a listener: an abort while connecting emits one.
+    ws.onerror = () => {};
+    const terminate = (ws as { terminate?: () => void }).terminate;
+    try {
+      if (terminate) terminate.call(ws);
+      else ws.close();
+    } catch {}
+  }
+
+  /** The connection failed or dropped: report it once, then try again later. */
+  function fail(ws: WebSocket, error: HeadWatcherError) {
+    if (socket !== ws) return;
+    socket = undefined;
+    subscribed = false;
+    end(ws);
+    if (closed) return;
+    report(error);
+    const delay = Math.min(firstDelay * 2 ** failuresInARow, maxDelay);
+    failuresInARow++;
+    reconnectTimer = setTimeout(() => {
+      reconnectTimer = undefined;
+      connect();
+    }, delay);
+  }
+
   function connect() {
-    if (subscription || closed) return;
-    sockets.set(url, (sockets.get(url) ?? 0) + 1);
-    const onError = (error: unknown) =>
-      report(new HeadWatcherError("The newHeads subscription failed", { cause: error }));
-    subscription = client.transport.subscribe({ params: ["newHeads"], onData: notify, onError }).then(
-      ({ unsubscribe }: { unsubscribe: () => Promise<unknown> }) => unsubscribe,
-      (error: unknown) => {
-        onError(error);
-        return undefined;
-      },
-    );
+    if (closed || socket || reconnectTimer) return;
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(url);
+    } catch (cause) {
+      closed = true;
+      report(new HeadWatcherError(`Cannot open a WebSocket to ${url}`, { cause }));
+      return;
+    }
+    socket = ws;
+    ws.onopen = () => {
+      ws.send(
+        JSON.stringify({ jsonrpc: "2.0", id: SUBSCRIBE_ID, method: "eth_subscribe", params: ["newHeads"] }),
+      );
+    };
+    ws.onmessage = (event) => {
+      let message: { id?: unknown; method?: unknown; error?: { message?: unknown } };
+      try {
+        const data = event.data;
+        message = JSON.parse(typeof data === "string" ? data : new TextDecoder().decode(data as ArrayBuffer));
+      } catch {
+        return;
+      }
+      if (message.method === "eth_subscription") return notify();
+      if (message.id !== SUBSCRIBE_ID) return;
+      if (message.error)
+        return fail(
+          ws,
+          new HeadWatcherError(`${url} refused eth_subscribe("newHeads")`, {
+            details: String(message.error.message ?? JSON.stringify(message.error)),
+          }),
+        );
+      subscribed = true;
+      failuresInARow = 0;
+      // Heads may have come while the connection was down (or being set up): listeners look once.
+      notify();
+    };
+    ws.onerror = () => {
+      // A close event follows, with the code.
+    };
+    ws.onclose = (event) =>
+      fail(
+        ws,
+        new HeadWatcherError(`The WebSocket connection to ${url} closed`, {
+          details: `code ${event.code}${event.reason ? `, ${event.reason}` : ""}; reconnecting`,
+        }),
+      );
   }
 
   return {
+    get connected() {
+      return subscribed;
+    },
     subscribe(onHead) {
       if (closed) return () => {};
       listeners.add(onHead);
@@ -115,19 +185,11 @@ export function createHeadWatcher(parameters: CreateHeadWatcherParameters): Head
       if (closed) return;
       closed = true;
       listeners.clear();
-      if (!subscription) return;
-      void subscription.then(async (unsubscribe) => {
-        await unsubscribe?.().catch(() => {});
-        // viem keeps one socket per URL for every client in the process: the last watcher closes it.
-        const left = (sockets.get(url) ?? 1) - 1;
-        if (left > 0) return void sockets.set(url, left);
-        sockets.delete(url);
-        const rpc = await client.transport.getRpcClient().catch(() => undefined);
-        rpc?.close();
-      });
+      if (reconnectTimer) clearTimeout(reconnectTimer);
+      reconnectTimer = undefined;
+      subscribed = false;
+      if (socket) end(socket);
+      socket = undefined;
     },
   };
 }
-
-/** Open head watchers per WebSocket URL (viem shares one socket per URL and options in a process). */
-const sockets = new Map<string, number>();
