@@ -8,8 +8,10 @@
  *    during which the executor runs (three calls per task, one after the other on the shared executor: the
  *    union of the calls' intervals, not the sum of their durations, which would count their waits behind each
  *    other as inference) is subtracted: what is left is the protocol — transactions, relay round trips, chain
- *    polling, hashing. Measured twice: with the chain polled every 20 ms, and with new heads pushed over
- *    anvil's WebSocket (`createHeadWatcher`).
+ *    polling, hashing. Each task starts on an idle network (the three nodes AVAILABLE on-chain again: the result
+ *    node is released by its upload report, which may come after the application has the result), so that a
+ *    task's time holds no wait in the queue behind the previous one. Measured twice: with the chain polled
+ *    every 20 ms, and with new heads pushed over anvil's WebSocket (`createHeadWatcher`).
  * 2. Peak RSS of one node: three `crynux-node start` processes (the CLI, from the sources) run tasks; after
  *    them each process's VmHWM (peak resident set) is read from /proc.
  */
@@ -18,7 +20,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createCrynuxClient, createHeadWatcher, createRelayClient } from "@crynux/client";
-import { deployCrynux } from "@crynux/contracts";
+import { deployCrynux, NodeStatus, nodeAbi } from "@crynux/contracts";
 import { startAnvil } from "@crynux/contracts/testing";
 import { IN_MEMORY, startRelay } from "@crynux/example-relay";
 import {
@@ -182,7 +184,24 @@ async function measureOverhead(mode: "poll" | "push") {
     const overheads: number[] = [];
     const totals: number[] = [];
     const inference: number[] = [];
+    const untilIdle = async () => {
+      for (;;) {
+        const statuses = await Promise.all(
+          nodes.map((node) =>
+            anvil.publicClient.readContract({
+              address: deployment.node,
+              abi: nodeAbi,
+              functionName: "getNodeStatus",
+              args: [node.address],
+            }),
+          ),
+        );
+        if (statuses.every((status) => status === NodeStatus.AVAILABLE)) return;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    };
     for (let i = 0; i < TASKS; i++) {
+      await untilIdle();
       intervals = [];
       const start = performance.now();
       await run(i);

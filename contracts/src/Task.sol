@@ -445,6 +445,50 @@ contract Task is Ownable, ITask {
         return (r.node, r.commitPlace, r.disclosePlace, r.flags, tasks[taskId].words[round]);
     }
 
+    /// A round as `getTaskView` returns it (the same fields as `getRound`).
+    struct RoundView {
+        address node;
+        uint8 commitPlace;
+        uint8 disclosePlace;
+        uint8 flags;
+        bytes32 commitment;
+    }
+
+    /// What a node reads to move a task on, with the block it was read at.
+    struct TaskView {
+        uint256 blockNumber;
+        uint256 timestamp;
+        uint8 taskType;
+        uint8 state;
+        bytes32 taskHash;
+        uint256 cap;
+        uint8 resultRound;
+        uint256 commitDeadline;
+        uint256 deadline;
+        RoundView[3] rounds;
+    }
+
+    /// A task's state, deadlines and rounds together with the block number and timestamp they were read at:
+    /// one call gives a consistent view (several calls would need a block number first, then one call each).
+    function getTaskView(uint256 taskId) external view returns (TaskView memory v) {
+        TaskInfo storage t = tasks[taskId];
+        v.blockNumber = block.number;
+        v.timestamp = block.timestamp;
+        v.taskType = t.taskType;
+        v.state = t.state;
+        v.taskHash = t.taskHash;
+        v.cap = t.cap;
+        v.resultRound = t.resultRound;
+        if (t.commitDeadline != 0) {
+            v.commitDeadline = t.commitDeadline;
+            v.deadline = _deadline(t);
+        }
+        for (uint256 i = 0; i < 3; ++i) {
+            Round memory r = t.rounds[i];
+            v.rounds[i] = RoundView(r.node, r.commitPlace, r.disclosePlace, r.flags, t.words[i]);
+        }
+    }
+
     /// The agreed result (SUCCESS / UPLOADED), empty otherwise.
     function getTaskResult(uint256 taskId) external view returns (bytes memory) {
         TaskInfo storage t = tasks[taskId];

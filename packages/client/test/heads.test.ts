@@ -1,7 +1,8 @@
 import net, { type Socket } from "node:net";
 import { useAnvil } from "@crynux/contracts/testing/vitest";
+import { createPublicClient, http } from "viem";
 import { afterEach, describe, expect, test, vi } from "vitest";
-import { createHeadWatcher, type HeadWatcher, HeadWatcherError } from "../src/chain/index.js";
+import { createHeadWatcher, type HeadWatcher, HeadWatcherError, waitForReceipt } from "../src/chain/index.js";
 
 const anvil = useAnvil({ accounts: 2 });
 const cleanups: (() => unknown)[] = [];
@@ -154,5 +155,40 @@ describe("createHeadWatcher", () => {
   test("refuses a URL that is not ws(s)", () => {
     expect(() => createHeadWatcher({ url: anvil().rpcUrl })).toThrow(HeadWatcherError);
     expect(() => createHeadWatcher({ url: "not a url" })).toThrow(/must be a ws\(s\) URL/);
+  });
+});
+
+describe("waitForReceipt", () => {
+  test("asks for the receipt on every new head; aborts with the signal's reason", async () => {
+    const { testClient, rpcUrl } = anvil();
+    // polls so slow that only a pushed head can find the receipt within the test
+    const slow = createPublicClient({
+      chain: anvil().chain,
+      transport: http(rpcUrl),
+      pollingInterval: 600_000,
+    });
+    const errors: HeadWatcherError[] = [];
+    const heads = watch(rpcUrl.replace(/^http/, "ws"), errors);
+    heads.subscribe(() => {});
+    await vi.waitFor(() => expect(heads.connected).toBe(true), { timeout: 10_000, interval: 10 });
+    await testClient.setAutomine(false);
+    cleanups.push(() => testClient.setAutomine(true));
+    const wallet = anvil().walletClient(1);
+    const hash = await wallet.sendTransaction({ to: wallet.account.address, value: 1n });
+    const waiting = waitForReceipt(slow, { hash, heads });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await testClient.mine({ blocks: 1 });
+    const receipt = await waiting;
+    expect([receipt.transactionHash, receipt.status]).toEqual([hash, "success"]);
+    // mined already: answered by the first lookup
+    expect((await waitForReceipt(slow, { hash })).blockNumber).toBe(receipt.blockNumber);
+
+    const pending = await wallet.sendTransaction({ to: wallet.account.address, value: 2n });
+    const controller = new AbortController();
+    const aborted = waitForReceipt(slow, { hash: pending, heads, signal: controller.signal });
+    controller.abort(new Error("given up"));
+    await expect(aborted).rejects.toThrow("given up");
+    await testClient.mine({ blocks: 1 });
+    expect(errors).toEqual([]);
   });
 });

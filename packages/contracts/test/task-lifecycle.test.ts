@@ -111,6 +111,69 @@ describe("GPT lifecycle", () => {
     expect(solvency.escrow).toBe(0n);
   });
 
+  test("getTaskView equals getTask, getTaskDeadlines and getRound, read at the block it names", async () => {
+    const c = crynux();
+    await join3(c);
+    const { taskId, nodes } = await c.createTask(CREATOR, { fee: 50n * CNX });
+    const { publicClient } = c.anvil;
+    const expectViewsAgree = async () => {
+      const block = await publicClient.getBlock({ blockTag: "latest" });
+      const view = await c.read<{
+        blockNumber: bigint;
+        timestamp: bigint;
+        taskType: number;
+        state: number;
+        taskHash: Hex;
+        cap: bigint;
+        resultRound: number;
+        commitDeadline: bigint;
+        deadline: bigint;
+        rounds: readonly {
+          node: Address;
+          commitPlace: number;
+          disclosePlace: number;
+          flags: number;
+          commitment: Hex;
+        }[];
+      }>("task", "getTaskView", [taskId]);
+      const task = await c.read<readonly unknown[]>("task", "getTask", [taskId]);
+      const deadlines = await c.read<readonly bigint[]>("task", "getTaskDeadlines", [taskId]);
+      const rounds = await Promise.all(
+        [0n, 1n, 2n].map((round) => c.read<readonly unknown[]>("task", "getRound", [taskId, round])),
+      );
+      expect(view).toEqual({
+        blockNumber: block.number,
+        timestamp: block.timestamp,
+        taskType: task[1],
+        state: task[2],
+        taskHash: task[3],
+        cap: task[5],
+        resultRound: task[10],
+        commitDeadline: deadlines[0],
+        deadline: deadlines[1],
+        rounds: rounds.map(([node, commitPlace, disclosePlace, flags, commitment]) => ({
+          node,
+          commitPlace,
+          disclosePlace,
+          flags,
+          commitment,
+        })),
+      });
+    };
+    await expectViewsAgree();
+    for (const round of [0, 1, 2]) await c.commit(taskId, round, nodes[round]!, R1);
+    await expectViewsAgree();
+    await c.disclose(taskId, 1, nodes[1]!, R1);
+    await c.disclose(taskId, 0, nodes[0]!, R1);
+    await expectViewsAgree();
+    // an unknown task: zeros, at the current block
+    const unknown = await c.read<{ state: number; blockNumber: bigint }>("task", "getTaskView", [
+      taskId + 100n,
+    ]);
+    expect(unknown.state).toBe(TaskState.NONE);
+    expect(unknown.blockNumber).toBe(await publicClient.getBlockNumber({ cacheTime: 0 }));
+  });
+
   test("GPT never mixes groups, SD may", async () => {
     const c = crynux();
     await c.join(1, "A", 24n, "rt");

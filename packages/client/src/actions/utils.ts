@@ -1,6 +1,7 @@
 import { withSelectionGasMargin } from "@crynux/contracts";
 import { type Abi, BaseError, ContractFunctionRevertedError, type Hex, type TransactionReceipt } from "viem";
-import { estimateContractGas, waitForTransactionReceipt } from "viem/actions";
+import { estimateContractGas } from "viem/actions";
+import { waitForReceipt } from "../chain/receipt.js";
 import { AccountRequiredError, TaskContractError } from "../errors.js";
 import type { CrynuxBaseClient } from "./types.js";
 
@@ -58,7 +59,7 @@ export async function sendTaskContractCall(
       details: shortMessageOf(cause),
     });
   }
-  const receipt = await waitForTransactionReceipt(client.publicClient, { hash });
+  const receipt = await waitForReceipt(client.publicClient, { hash, heads: client.heads });
   if (receipt.status !== "success")
     throw new TaskContractError(`The ${functionName} transaction reverted.`, {
       functionName,

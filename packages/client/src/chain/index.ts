@@ -20,3 +20,4 @@ export {
   type HeadWatcher,
   HeadWatcherError,
 } from "./heads.js";
+export { type WaitForReceiptParameters, waitForReceipt } from "./receipt.js";

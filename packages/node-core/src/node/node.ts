@@ -151,6 +151,7 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
   const tx: TxSender = createTxSender({
     walletClient,
     publicClient,
+    heads: parameters.heads,
     onRetry: ({ functionName, attempt, error }) =>
       logger.warn("transaction retry", { functionName, attempt, error: describe(error) }),
   });
@@ -160,6 +161,9 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
   let controller: AbortController | undefined;
   const loops = new Map<string, Promise<void>>();
   const wakers = new Map<string, () => void>();
+  /** Task loops waiting for the chain, woken by every new head (`parameters.heads`). */
+  const headWaiters = new Set<() => void>();
+  let unsubscribeHeads: (() => void) | undefined;
   let running = false;
 
   const readStatus = async (): Promise<NodeChainStatus> => {
@@ -189,18 +193,25 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
     wakers.get(taskId.toString())?.();
   }
 
-  function waitWake(taskId: bigint, ms: number, signal: AbortSignal): Promise<void> {
+  /**
+   * Waits `ms`, or less: until the watcher reports a change of the task, or (`onHead`, for a task that waits
+   * for the chain) until a new head comes, which lets the task look at the chain before the watcher has
+   * read the block's logs.
+   */
+  function waitWake(taskId: bigint, ms: number, signal: AbortSignal, onHead = false): Promise<void> {
     const key = taskId.toString();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
         signal.removeEventListener("abort", done);
         if (wakers.get(key) === done) wakers.delete(key);
+        headWaiters.delete(done);
         resolve();
       };
       const timer = setTimeout(done, Math.max(0, ms));
       signal.addEventListener("abort", done, { once: true });
       wakers.set(key, done);
+      if (onHead) headWaiters.add(done);
     });
   }
 
@@ -218,7 +229,7 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
           }
           backoff = 1000;
           logger.debug("task waiting", { taskId, reason: result.reason });
-          await waitWake(taskId, Math.min(result.retryInMs ?? pollingIntervalMs * 5, 5000), ctx.signal);
+          await waitWake(taskId, Math.min(result.retryInMs ?? pollingIntervalMs * 5, 5000), ctx.signal, true);
         } catch (error) {
           if (error instanceof NodeStoppedError || ctx.signal.aborted) return;
           logger.warn("task step failed", { taskId, error: describe(error) });
@@ -291,6 +302,8 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
     clearInterval(pruneTimer);
     pruneTimer = undefined;
     controller?.abort();
+    unsubscribeHeads?.();
+    unsubscribeHeads = undefined;
     await watcher?.stop();
     await Promise.allSettled([...loops.values()]);
     watcher = undefined;
@@ -373,6 +386,9 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
     for (const record of await store.listTasks())
       if (record.step !== "done" && !loops.has(record.taskId)) runTask(ctx, BigInt(record.taskId));
     watcher.start();
+    unsubscribeHeads = parameters.heads?.subscribe(() => {
+      for (const done of [...headWaiters]) done();
+    });
 
     const status = await readStatus();
     if (status === "QUIT" && parameters.join !== false) {

@@ -230,37 +230,31 @@ async function advanceOnce(ctx: TaskPipelineContext, taskId: bigint): Promise<Ad
 }
 
 async function readChain(ctx: TaskPipelineContext, taskId: bigint): Promise<ChainView> {
-  const address = ctx.contracts.task;
-  const client = ctx.publicClient;
-  // One block for every view, so that they agree with each other and with `now`.
-  const block = await client.getBlock({ blockTag: "latest" });
-  const at = { blockNumber: block.number };
-  const [task, deadlines, r0, r1, r2] = await Promise.all([
-    client.readContract({ address, abi: taskAbi, functionName: "getTask", args: [taskId], ...at }),
-    client.readContract({ address, abi: taskAbi, functionName: "getTaskDeadlines", args: [taskId], ...at }),
-    ...[0n, 1n, 2n].map((round) =>
-      client.readContract({ address, abi: taskAbi, functionName: "getRound", args: [taskId, round], ...at }),
-    ),
-  ]);
-  const [, taskType, state, taskHash, , cap, , , , nodes, resultRound] = task;
+  // One call: the views agree with each other and with `now` (they are read at one block, which it names).
+  const view = await ctx.publicClient.readContract({
+    address: ctx.contracts.task,
+    abi: taskAbi,
+    functionName: "getTaskView",
+    args: [taskId],
+  });
   return {
-    state,
-    taskType,
-    taskHash,
-    cap,
-    nodes,
-    resultRound,
-    commitDeadline: deadlines[0],
-    deadline: deadlines[1],
-    rounds: [r0!, r1!, r2!].map(([node, commitPlace, disclosePlace, flags, commitment]) => ({
+    state: view.state,
+    taskType: view.taskType,
+    taskHash: view.taskHash,
+    cap: view.cap,
+    nodes: view.rounds.map((round) => round.node),
+    resultRound: view.resultRound,
+    commitDeadline: view.commitDeadline,
+    deadline: view.deadline,
+    rounds: view.rounds.map(({ node, commitPlace, disclosePlace, flags, commitment }) => ({
       node,
       commitPlace,
       disclosePlace,
       flags,
       commitment,
     })),
-    now: block.timestamp,
-    blockNumber: block.number,
+    now: view.timestamp,
+    blockNumber: view.blockNumber,
   };
 }
 

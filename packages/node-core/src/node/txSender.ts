@@ -1,3 +1,4 @@
+import { type HeadSource, waitForReceipt as waitForChainReceipt } from "@crynux/client";
 import { nodeAbi, qosAbi, taskAbi, withSelectionGasMargin } from "@crynux/contracts";
 import {
   type Abi,
@@ -42,6 +43,8 @@ export type CreateTxSenderParameters = {
   feeCacheMs?: number;
   /** Called for each retry (logging). */
   onRetry?: (info: { functionName: string; attempt: number; error: unknown }) => void;
+  /** New-head notifications: a receipt is asked for as soon as a block comes, not at the next poll. */
+  heads?: HeadSource | undefined;
 };
 
 /** A contract call to send: address, ABI, function and arguments, the value in wei and a least gas limit. */
@@ -275,24 +278,17 @@ export function createTxSender(parameters: CreateTxSenderParameters): TxSender {
   }
 
   async function waitForReceipt(hash: Hex, signal: AbortSignal | undefined): Promise<TransactionReceipt> {
-    const wait = publicClient.waitForTransactionReceipt({ hash, timeout: receiptTimeoutMs });
-    if (!signal) return wait;
-    wait.catch(() => {});
-    return await new Promise<TransactionReceipt>((resolve, reject) => {
-      if (signal.aborted) return reject(new NodeStoppedError());
-      const onAbort = () => reject(new NodeStoppedError());
-      signal.addEventListener("abort", onAbort, { once: true });
-      wait.then(
-        (receipt) => {
-          signal.removeEventListener("abort", onAbort);
-          resolve(receipt);
-        },
-        (error) => {
-          signal.removeEventListener("abort", onAbort);
-          reject(error);
-        },
-      );
-    });
+    try {
+      return await waitForChainReceipt(publicClient, {
+        hash,
+        heads: parameters.heads,
+        timeoutMs: receiptTimeoutMs,
+        signal,
+      });
+    } catch (error) {
+      if (signal?.aborted) throw new NodeStoppedError();
+      throw error;
+    }
   }
 
   return {
