@@ -81,7 +81,9 @@ async function measureOverhead(mode: "poll" | "push") {
         pollingIntervalMs: pollMs,
         ...(push ? { webSocketUrl: anvil.rpcUrl.replace(/^http/, "ws") } : {}),
         dataDir: IN_MEMORY,
-        blobDir: join(dir, "blobs"),
+        // each mode on its own chain has its own relay blobs and node state (a node keeps its cursor and its
+        // task records in its state directory: the other chain's would be taken for this one's)
+        blobDir: join(dir, mode, "blobs"),
       },
       { onIndexerError: () => {} },
     );
@@ -130,7 +132,7 @@ async function measureOverhead(mode: "poll" | "push") {
           account: walletClient.account as never,
           pollIntervalMs: 20,
         }),
-        stateDir: join(dir, `node-${account}`),
+        stateDir: join(dir, mode, `node-${account}`),
         gpt: timed,
         card: CARD,
         confirmations: 0,
@@ -214,7 +216,10 @@ async function measureOverhead(mode: "poll" | "push") {
     for (const xs of [overheads, totals, inference]) xs.sort((a, b) => a - b);
     return { overheads, totals, inference };
   } finally {
-    for (const stop of stops) await stop().catch(() => {});
+    for (const [n, stop] of stops.entries()) {
+      if (process.env.BENCH_NODE_DEBUG) console.error(`stop ${n}`);
+      await stop().catch(() => {});
+    }
   }
 }
 

@@ -120,7 +120,8 @@ function nodeRows(): SummaryRow[] {
   const target = (results?.["overheadTargetMs"] as number | undefined) ?? 250;
   const rss = results?.["peakRssMiB"] as { max: number; min: number } | undefined;
   const rows: SummaryRow[] = [];
-  const metric = "protocol overhead per GPT task (end to end minus inference, median)";
+  const metric =
+    "protocol overhead per GPT task (end to end minus inference, median; heads pushed over WebSocket, each task on an idle network)";
   if (!results || !overhead) rows.push(missing(metric, `≤ ${target} ms`, "node"));
   else
     rows.push({

@@ -122,6 +122,11 @@ export const bridgeConfigSchema = z
     /** 0 picks a free port. */
     port: z.int().min(0).max(65_535).default(8090),
     rpcUrl: z.url().default("http://127.0.0.1:8545"),
+    /**
+     * The RPC's WebSocket endpoint (`ws://…`; anvil serves it on its HTTP port): task waits and receipts then
+     * look at the chain as soon as a block comes (`eth_subscribe("newHeads")`), polling only as a fallback.
+     */
+    webSocketUrl: z.url({ protocol: /^wss?$/, error: "must be a ws(s) URL" }).optional(),
     /** When given, the RPC's chain id must match it. */
     chainId: z.int().positive().optional(),
     relayUrl: z.url().default("http://127.0.0.1:8088"),
@@ -192,6 +197,7 @@ export const BRIDGE_ENV: Record<string, { path: string[]; kind: "string" | "int"
   CRYNUX_BRIDGE_HOST: { path: ["host"], kind: "string" },
   CRYNUX_BRIDGE_PORT: { path: ["port"], kind: "int" },
   CRYNUX_BRIDGE_RPC_URL: { path: ["rpcUrl"], kind: "string" },
+  CRYNUX_BRIDGE_WS_URL: { path: ["webSocketUrl"], kind: "string" },
   CRYNUX_BRIDGE_CHAIN_ID: { path: ["chainId"], kind: "int" },
   CRYNUX_BRIDGE_RELAY_URL: { path: ["relayUrl"], kind: "string" },
   CRYNUX_BRIDGE_PRIVATE_KEY: { path: ["privateKey"], kind: "string" },

@@ -1,5 +1,5 @@
 import type { AddressInfo } from "node:net";
-import { type CrynuxClient, createCrynuxClient } from "@crynux/client";
+import { type CrynuxClient, createCrynuxClient, createHeadWatcher } from "@crynux/client";
 import { defineCrynuxChain } from "@crynux/contracts";
 import { serve } from "@hono/node-server";
 import { createPublicClient, http } from "viem";
@@ -55,7 +55,15 @@ export async function startBridge(
     );
 
   const account = privateKeyToAccount(config.privateKey);
+  const heads = config.webSocketUrl
+    ? createHeadWatcher({
+        url: config.webSocketUrl,
+        onError:
+          options.onTaskError ?? ((error) => console.error("bridge: newHeads subscription", error.message)),
+      })
+    : undefined;
   const client = createCrynuxClient({
+    heads,
     chain: defineCrynuxChain({ id: chainId, name: `Crynux ${chainId}`, rpcUrl: config.rpcUrl }),
     transport: http(config.rpcUrl),
     account,
@@ -92,6 +100,7 @@ export async function startBridge(
     });
   } catch (error) {
     await runner.stop();
+    heads?.close();
     await store.close();
     throw error;
   }
@@ -113,6 +122,7 @@ export async function startBridge(
         if ("closeAllConnections" in server) server.closeAllConnections();
         await closed;
         await runner.stop();
+        heads?.close();
         await store.close();
       })();
       return stopping;

@@ -60,6 +60,8 @@ const bridgeConfig = (overrides: Partial<BridgeConfigInput> = {}): BridgeConfigI
   host: "127.0.0.1",
   port: 0,
   rpcUrl: anvil().rpcUrl,
+  // task waits and receipts follow new heads pushed over anvil's WebSocket (polls stay as the fallback)
+  webSocketUrl: anvil().rpcUrl.replace(/^http/, "ws"),
   relayUrl: relay.url,
   privateKey: anvil().accounts[WALLET]!.privateKey,
   contracts,

@@ -26,6 +26,8 @@ export type CreateNodeApiOptions = {
   isLocalRequest?: ((c: Context) => boolean) | undefined;
   /** Unexpected errors (answered with 500). */
   logger?: NodeLogger | undefined;
+  /** The node's new-head subscription (`chain.webSocketUrl`), reported by `/v1/health`. */
+  heads?: { readonly connected: boolean } | undefined;
 };
 
 /** Error body of every endpoint: `{ error: { code, message } }`. */
@@ -95,6 +97,8 @@ export function createNodeApi(node: ApiNode, options: CreateNodeApiOptions = {})
         status: started ? "ok" : "starting",
         address: node.address,
         indexedBlock: node.indexedBlock === null ? null : node.indexedBlock.toString(),
+        // "off" without chain.webSocketUrl; "reconnecting" while the subscription is down (the node polls)
+        newHeads: options.heads ? (options.heads.connected ? "connected" : "reconnecting") : "off",
       },
       started ? 200 : 503,
     );

@@ -142,6 +142,7 @@ export async function startNodeProgram(
     modelDir: config.models.modelDir,
     cacheDir: config.models.cacheDir,
     logger,
+    heads,
   });
   let server: ReturnType<typeof serve>;
   try {

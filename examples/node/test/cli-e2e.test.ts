@@ -84,6 +84,8 @@ beforeAll(async () => {
       port: 0,
       confirmations: 1,
       pollingIntervalMs: 200,
+      // new heads pushed over anvil's WebSocket, as the nodes below get them
+      webSocketUrl: anvil().rpcUrl.replace(/^http/, "ws"),
       dataDir: IN_MEMORY,
       blobDir: join(dir, "blobs"),
     },
@@ -108,7 +110,11 @@ beforeAll(async () => {
       config,
       `// node ${account}
 {
-  "chain": { "rpcUrl": ${JSON.stringify(anvil().rpcUrl)}, "deploymentFile": "../deployment.json" },
+  "chain": {
+    "rpcUrl": ${JSON.stringify(anvil().rpcUrl)},
+    "webSocketUrl": ${JSON.stringify(anvil().rpcUrl.replace(/^http/, "ws"))},
+    "deploymentFile": "../deployment.json"
+  },
   "relayUrl": ${JSON.stringify(relay.url)},
   "account": { "privateKeyFile": "node.key" },
   "stateDir": "./state",
@@ -175,6 +181,20 @@ describe("three crynux-node processes", () => {
       expect(logged.filter((e) => e.msg === "quantize").map((e) => e.percent)).toContain(100);
       for (const e of logged) expect(Object.keys(e).slice(0, 3)).toEqual(["time", "level", "msg"]);
     }
+  });
+
+  test("follow new heads over the RPC's WebSocket (chain.webSocketUrl)", async () => {
+    await vi.waitFor(
+      async () => {
+        for (const p of processes) {
+          const health = (await (await fetch(`${p.apiUrl}/v1/health`)).json()) as { newHeads: string };
+          expect(health.newHeads).toBe("connected");
+        }
+      },
+      { timeout: 30_000, interval: 200 },
+    );
+    for (const p of processes)
+      expect(entries(p).filter((e) => e.msg === "newHeads subscription")).toEqual([]);
   });
 
   test("run a GPT task from an application, get the result, and the 3 nodes are paid", async () => {
