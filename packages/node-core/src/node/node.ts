@@ -319,11 +319,28 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
     const meta = await store.readMeta();
     if (meta.address && meta.address.toLowerCase() !== address.toLowerCase())
       throw new NodeRuntimeError(`The state directory ${parameters.stateDir} belongs to ${meta.address}.`);
+    const [chainId, genesis] = await Promise.all([
+      publicClient.getChainId(),
+      publicClient.getBlock({ blockNumber: 0n }).then((block) => block.hash),
+    ]);
+    const chain = { id: chainId, genesis, task: contracts.task };
+    if (
+      meta.chain &&
+      (meta.chain.id !== chain.id ||
+        meta.chain.genesis.toLowerCase() !== chain.genesis.toLowerCase() ||
+        meta.chain.task.toLowerCase() !== chain.task.toLowerCase())
+    )
+      throw new NodeRuntimeError(
+        `The state directory ${parameters.stateDir} belongs to another chain or deployment: its task records and chain cursor would be taken for this one's. Use a new state directory.`,
+        {
+          details: `stored: chain ${meta.chain.id}, genesis ${meta.chain.genesis}, Task ${meta.chain.task}; now: chain ${chain.id}, genesis ${chain.genesis}, Task ${chain.task}`,
+        },
+      );
     let fromBlock = meta.fromBlock !== undefined ? BigInt(meta.fromBlock) : undefined;
-    if (fromBlock === undefined) {
+    if (fromBlock === undefined || !meta.chain) {
       // The head before joining: a join can start a queued task in its own block.
-      fromBlock = await publicClient.getBlockNumber();
-      await store.writeMeta({ ...meta, address, fromBlock: fromBlock.toString() });
+      fromBlock ??= await publicClient.getBlockNumber();
+      await store.writeMeta({ ...meta, address, chain, fromBlock: fromBlock.toString() });
     }
 
     const ctx: TaskPipelineContext = {

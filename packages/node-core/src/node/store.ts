@@ -134,6 +134,12 @@ const nodeMetaSchema = z.strictObject({
   version: z.literal(1),
   /** The node's address this directory belongs to: a state directory is never shared by two accounts. */
   address: address.optional(),
+  /**
+   * The chain this directory's cursor and task records come from: chain id, genesis block hash and Task
+   * contract. A directory is never used on another chain (a restarted devnet can have the same chain id and
+   * addresses, but not the same genesis).
+   */
+  chain: z.strictObject({ id: z.int().positive(), genesis: hash32, task: address }).optional(),
   /** First block the watcher reads when its cursor is empty (the head before the node first joined). */
   fromBlock: decimal.optional(),
   /** The chain watcher's cursor (`followerCursorToJson`), written after the records it produced. */
