@@ -4,7 +4,7 @@
  * their JavaScript (signing, polling, hashing) does not share the devnet's event loop, as real users would not.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { createCrynuxClient } from "@crynux/client";
+import { createCrynuxClient, createHeadWatcher } from "@crynux/client";
 import { type CrynuxDeployment, defineCrynuxChain } from "@crynux/contracts";
 import type { GptTaskArgsInput } from "@crynux/tasks";
 import { type Hex, http, parseEther } from "viem";
@@ -13,6 +13,8 @@ import { privateKeyToAccount } from "viem/accounts";
 export type LoadSettings = {
   chainId: number;
   rpcUrl: string;
+  /** The RPC's WebSocket endpoint: the applications' task waits and receipts follow pushed heads. */
+  webSocketUrl?: string | undefined;
   relayUrl: string;
   contracts: CrynuxDeployment;
   privateKeys: Hex[];
@@ -47,8 +49,12 @@ port.on("message", (message: unknown) => {
 });
 
 let counter = 0;
+const heads = settings.webSocketUrl
+  ? createHeadWatcher({ url: settings.webSocketUrl, onError: () => {} })
+  : undefined;
 const loops = settings.privateKeys.map(async (key) => {
   const client = createCrynuxClient({
+    heads,
     chain,
     transport: http(settings.rpcUrl),
     account: privateKeyToAccount(key),
@@ -88,4 +94,5 @@ const loops = settings.privateKeys.map(async (key) => {
   }
 });
 await Promise.all(loops);
+heads?.close();
 port.postMessage({ type: "stopped" } satisfies LoadMessage);

@@ -45,6 +45,12 @@ const WARMUP_S = Number(setting("WARMUP_S") ?? 15);
 const WINDOW_S = Number(setting("WINDOW_S") ?? 45);
 const IDLE_S = Number(setting("IDLE_S") ?? 5);
 const PROFILE = Boolean(setting("PROFILE"));
+/**
+ * BENCH_NETWORK_PUSH=1: new heads pushed over anvil's WebSocket to every party (`pushHeads`). Default: polling,
+ * as the devnet runs. (Measured 2026-12-07: pushed, 3 nodes ran 141 tasks/min against 97 polled, but 9 nodes
+ * only 171 against 216: each head wakes every node at once, and the 2 cores were already saturated.)
+ */
+const PUSH = setting("PUSH") === "1";
 /** Tasks in flight per 3 nodes (one application each): a task spends part of its life where no node works on
  * it (creation, upload, confirmations, download), so more tasks than nodes/3 keep the queue from running dry. */
 const IN_FLIGHT_PER_3_NODES = Number(setting("IN_FLIGHT") ?? 3);
@@ -202,6 +208,7 @@ async function measureSize(nodeCount: number): Promise<NetworkSize> {
   progress(`starting a devnet with ${nodeCount} nodes`);
   const devnet = await startDevnet({
     nodeCount,
+    pushHeads: PUSH,
     faucetPort: false,
     ...(setting("VERBOSE") ? { log: (line: string) => progress(`  ${line}`) } : {}),
   });
@@ -247,6 +254,7 @@ async function measureSize(nodeCount: number): Promise<NetworkSize> {
       workerData: {
         chainId: devnet.chainId,
         rpcUrl: devnet.urls.rpc,
+        ...(PUSH ? { webSocketUrl: devnet.urls.rpc.replace(/^http/, "ws") } : {}),
         relayUrl: devnet.urls.relay,
         contracts: devnet.contracts,
         privateKeys,
