@@ -11,6 +11,8 @@ import { type CrynuxDeployment, nodeAbi, taskAbi } from "@crynux/contracts";
 import type { Address, PublicClient } from "viem";
 import type { NodeStore, StoredChainEvent, TaskRecord } from "./store.js";
 
+/** Longest time a cursor that changed nothing waits to be written. */
+const CURSOR_FLUSH_MS = 10_000;
 const watchedAbi = [...taskAbi, ...nodeAbi].filter((item) => item.type === "event");
 type WatchedLog = FollowedLog<typeof watchedAbi>;
 
@@ -99,6 +101,9 @@ export function createChainWatcher(parameters: CreateChainWatcherParameters): Ch
   const me = parameters.address.toLowerCase();
   const taskAddress = parameters.contracts.task.toLowerCase();
 
+  /** The newest cursor not written yet, and when one was last written. */
+  let unsaved: FollowerCursor | undefined;
+  let savedAt = 0;
   const follower = followLogs({
     client: parameters.client,
     address: [parameters.contracts.task, parameters.contracts.node],
@@ -114,9 +119,13 @@ export function createChainWatcher(parameters: CreateChainWatcherParameters): Ch
     onLogs: async (batch) => {
       const changes: WatcherChanges = { started: [], updated: [], removed: [], reopened: [], nodeEvents: [] };
       for (const log of batch.logs) await apply(log, changes);
-      await saveCursor(batch.cursor);
-      if (changes.started.length + changes.updated.length + changes.nodeEvents.length > 0)
-        parameters.onChanges?.(changes);
+      const changed = changes.started.length + changes.updated.length + changes.nodeEvents.length > 0;
+      // A batch that changed nothing of this node's is written at most every CURSOR_FLUSH_MS (and at stop): a
+      // write per block per node was most of a busy node's file traffic. After a crash, at most that many
+      // seconds of blocks are read again, which changes nothing (every update is idempotent).
+      if (changed || Date.now() - savedAt >= CURSOR_FLUSH_MS) await saveCursor(batch.cursor);
+      else unsaved = batch.cursor;
+      if (changed) parameters.onChanges?.(changes);
     },
     onReorg: async ({ fromBlock, cursor }) => {
       const changes: WatcherChanges = { started: [], updated: [], removed: [], reopened: [], nodeEvents: [] };
@@ -153,6 +162,8 @@ export function createChainWatcher(parameters: CreateChainWatcherParameters): Ch
   });
 
   async function saveCursor(cursor: FollowerCursor) {
+    unsaved = undefined;
+    savedAt = Date.now();
     const meta = await store.readMeta();
     await store.writeMeta({ ...meta, cursor: followerCursorToJson(cursor) });
   }
@@ -225,7 +236,10 @@ export function createChainWatcher(parameters: CreateChainWatcherParameters): Ch
   return {
     poll: () => follower.poll(),
     start: () => follower.start(),
-    stop: () => follower.stop(),
+    async stop() {
+      await follower.stop();
+      if (unsaved) await saveCursor(unsaved);
+    },
     get indexedBlock() {
       return follower.indexedBlock;
     },
