@@ -1,5 +1,6 @@
 import { readFile, stat } from "node:fs/promises";
 import { dirname, isAbsolute, resolve } from "node:path";
+import { webSocketUrlSchema } from "@crynux/client";
 import { DTYPES, SD_TASK_VERSIONS } from "@crynux/tasks";
 import { getAddress, type Hex, isAddress, isHex } from "viem";
 import { z } from "zod";
@@ -126,7 +127,7 @@ export const bridgeConfigSchema = z
      * The RPC's WebSocket endpoint (`ws://…`; anvil serves it on its HTTP port): task waits and receipts then
      * look at the chain as soon as a block comes (`eth_subscribe("newHeads")`), polling only as a fallback.
      */
-    webSocketUrl: z.url({ protocol: /^wss?$/, error: "must be a ws(s) URL" }).optional(),
+    webSocketUrl: webSocketUrlSchema.optional(),
     /** When given, the RPC's chain id must match it. */
     chainId: z.int().positive().optional(),
     relayUrl: z.url().default("http://127.0.0.1:8088"),

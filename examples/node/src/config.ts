@@ -1,6 +1,7 @@
 import { readFile, stat } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { inspect } from "node:util";
+import { webSocketUrlSchema } from "@crynux/client";
 import { DEFAULT_EXECUTION_PROFILE, type ExecutionProfile } from "@crynux/node-core";
 import { parseModelRef } from "@crynux/tasks";
 import { type Address, getAddress, type Hex, isAddress, parseEther } from "viem";
@@ -62,7 +63,7 @@ export const nodeConfigSchema = z.strictObject({
        * The RPC's WebSocket endpoint (`ws://…`; anvil serves it on its HTTP port): the node reads the chain as
        * soon as a block comes (`eth_subscribe("newHeads")`) and polls only as a fallback.
        */
-      webSocketUrl: z.url({ protocol: /^wss?$/, error: "must be a ws(s) URL" }).optional(),
+      webSocketUrl: webSocketUrlSchema.optional(),
       /** When given, the RPC must serve this chain (guards against pointing at the wrong one). */
       chainId: z.int().positive().optional(),
       contracts: contractsSchema.optional(),

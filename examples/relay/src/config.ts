@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { dirname, isAbsolute, resolve } from "node:path";
+import { webSocketUrlSchema } from "@crynux/client";
 import { getAddress, isAddress } from "viem";
 import { z } from "zod";
 import { RelayError } from "./errors.js";
@@ -58,7 +59,7 @@ export const relayConfigSchema = z
      * The RPC's WebSocket endpoint (`ws://…`; anvil serves it on its HTTP port): the indexer then reads the
      * chain as soon as a block comes (`eth_subscribe("newHeads")`) and polls only as a fallback.
      */
-    webSocketUrl: z.url({ protocol: /^wss?$/, error: "must be a ws(s) URL" }).optional(),
+    webSocketUrl: webSocketUrlSchema.optional(),
     /** PGlite data directory; `memory://` keeps it in memory. Ignored when `databaseUrl` is set. */
     dataDir: z.string().min(1).default("./.relay-data/db"),
     blobDir: z.string().min(1).default("./.relay-data/blobs"),

@@ -108,35 +108,26 @@ export async function waitForTask(
     onProgress?.(progress);
   };
 
-  // Heads that came since the last look: a poll right after one that found none can skip the wait.
-  let fresh = 0;
+  // Set by a new head: the next pause is cut short, or skipped when the head came during a look.
+  let headCame = false;
+  let wakeUp: (() => void) | undefined;
   const unsubscribe = client.heads?.subscribe(() => {
-    fresh++;
+    headCame = true;
     wakeUp?.();
   });
-  let wakeUp: (() => void) | undefined;
   /** Sleeps `ms`, or less when a new head comes. */
-  const pause = (ms: number) => {
-    if (fresh > 0 || !client.heads) return fresh > 0 ? Promise.resolve() : sleep(ms, signal);
-    return new Promise<void>((resolve, reject) => {
-      const cleanup = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        wakeUp = undefined;
-      };
-      const done = () => {
-        cleanup();
-        resolve();
-      };
-      const onAbort = () => {
-        cleanup();
-        reject(signal!.reason);
-      };
-      const timer = setTimeout(done, ms);
-      wakeUp = done;
-      if (signal?.aborted) return onAbort();
-      signal?.addEventListener("abort", onAbort, { once: true });
-    });
+  const pause = async (ms: number) => {
+    if (!client.heads) return sleep(ms, signal);
+    if (headCame) return;
+    const cut = new AbortController();
+    wakeUp = () => cut.abort();
+    try {
+      await sleep(ms, signal ? AbortSignal.any([signal, cut.signal]) : cut.signal);
+    } catch (error) {
+      if (signal?.aborted) throw error;
+    } finally {
+      wakeUp = undefined;
+    }
   };
   try {
     return await poll();
@@ -149,7 +140,7 @@ export async function waitForTask(
     let seen: Hex | undefined;
     for (;;) {
       if (signal?.aborted) throw signal.reason;
-      fresh = 0;
+      headCame = false;
       const block = await getBlock(client.publicClient, { blockTag: "latest" });
       const head = block.number;
       if (block.hash === seen) {

@@ -41,7 +41,8 @@ export class HeadWatcherError extends ClientError {
   override name = "HeadWatcherError";
 }
 
-const urlSchema = z.url({ protocol: /^wss?$/, error: "must be a ws(s) URL" });
+/** A `ws://` or `wss://` URL: what {@link createHeadWatcher} takes (services use it for their config field). */
+export const webSocketUrlSchema = z.url({ protocol: /^wss?$/, error: "must be a ws(s) URL" });
 const SUBSCRIBE_ID = 1;
 
 /**
@@ -62,7 +63,7 @@ const SUBSCRIBE_ID = 1;
  * heads.close();
  */
 export function createHeadWatcher(parameters: CreateHeadWatcherParameters): HeadWatcher {
-  const parsed = urlSchema.safeParse(parameters.url);
+  const parsed = webSocketUrlSchema.safeParse(parameters.url);
   if (!parsed.success)
     throw new HeadWatcherError("Invalid head watcher URL", {
       details: `url: ${z.prettifyError(parsed.error)}`,

@@ -19,5 +19,6 @@ export {
   type HeadSource,
   type HeadWatcher,
   HeadWatcherError,
+  webSocketUrlSchema,
 } from "./heads.js";
 export { type WaitForReceiptParameters, waitForReceipt } from "./receipt.js";

@@ -7,7 +7,7 @@ export type WaitForReceiptParameters = {
   hash: Hex;
   /** New-head notifications: the receipt is asked for as soon as a block comes. */
   heads?: HeadSource | undefined;
-  /** Gives up after this many ms (viem's `WaitForTransactionReceiptTimeoutError`); default: never. */
+  /** Gives up after this many ms (viem's `WaitForTransactionReceiptTimeoutError`); default: viem's (180 s). */
   timeoutMs?: number | undefined;
   /** Rejects with the signal's reason when it aborts. */
   signal?: AbortSignal | undefined;

@@ -209,6 +209,8 @@ export function createNode(parameters: CreateNodeParameters): CrynuxNode {
         resolve();
       };
       const timer = setTimeout(done, Math.max(0, ms));
+      // An abort listener added to an aborted signal never runs: a stopping node would wait out `ms`.
+      if (signal.aborted) return done();
       signal.addEventListener("abort", done, { once: true });
       wakers.set(key, done);
       if (onHead) headWaiters.add(done);

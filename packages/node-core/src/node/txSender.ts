@@ -230,10 +230,8 @@ export function createTxSender(parameters: CreateTxSenderParameters): TxSender {
     } catch {
       // An observer's failure must not make a broadcast transaction look failed: it would be sent again.
     }
-    // Usually mined by now on a fast chain: ask once before polling for new blocks.
-    const receipt =
-      (await publicClient.getTransactionReceipt({ hash }).catch(() => undefined)) ??
-      (await waitUnlessDropped(hash, p.signal));
+    // Usually mined by now on a fast chain: waitForReceipt asks at once, then on new heads or polls.
+    const receipt = await waitUnlessDropped(hash, p.signal);
     if (receipt.status !== "success") {
       // Replay it on the current state to learn the contract's reason (usually the same one).
       let revert: TxRevertedError | undefined;
